@@ -1,0 +1,270 @@
+// Package podresources reads which devices the kubelet handed to which
+// container, through the kubelet's pod-resources gRPC socket.
+//
+// The kubelet rate-limits that socket for all of its clients together
+// (100 requests/s, burst 10), so the Client keeps one connection open for
+// its whole life, lets concurrent scrapes share one in-flight call, and may
+// reuse a result for a short time.
+package podresources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// DefaultSocket is where the kubelet serves pod-resources.
+const DefaultSocket = "/var/lib/kubelet/pod-resources/kubelet.sock"
+
+// Config holds the Client's settings.
+type Config struct {
+	// Socket is the path of the kubelet's pod-resources unix socket.
+	Socket string
+	// MaxRecvMsgSize bounds a reply; large nodes exceed gRPC's 4 MiB default.
+	MaxRecvMsgSize int
+	// Timeout bounds every call.
+	Timeout time.Duration
+	// CacheTTL is how long a reply may be reused by later scrapes.
+	CacheTTL time.Duration
+	// Matcher selects the GPU resources; other devices are dropped on arrival.
+	Matcher *resource.Matcher
+}
+
+// ContainerDevices is one container's devices of one GPU resource.
+type ContainerDevices struct {
+	Namespace, Pod, Container, Resource string
+	DeviceIDs                           []string
+}
+
+// Snapshot is what the kubelet said in one List and GetAllocatableResources
+// round, already reduced to GPU resources.
+type Snapshot struct {
+	Containers []ContainerDevices
+	// Allocatable maps a GPU resource to the device IDs the kubelet can hand out.
+	Allocatable map[string][]string
+	// Dropped counts entries skipped as malformed, by reason.
+	Dropped map[string]int
+	// Taken is when the kubelet answered.
+	Taken time.Time
+}
+
+// Client talks to the kubelet over one long-lived gRPC connection.
+type Client struct {
+	cfg  Config
+	conn *grpc.ClientConn
+	api  podresourcesv1.PodResourcesListerClient
+	now  func() time.Time
+
+	group singleflight.Group
+	mu    sync.Mutex
+	last  *Snapshot
+
+	calls  atomic.Uint64
+	errMu  sync.Mutex
+	errors map[string]uint64
+}
+
+// New creates a Client. It does not wait for the socket: gRPC connects in
+// the background and reconnects by itself after a kubelet restart, so a
+// missing socket at start is an error of the first calls, not of New.
+func New(cfg Config) (*Client, error) {
+	if cfg.Socket == "" {
+		return nil, errors.New("pod-resources socket path is empty")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = 64 << 20
+	}
+	if cfg.Matcher == nil {
+		cfg.Matcher = resource.MustMatcher(resource.DefaultNVIDIA...)
+	}
+	conn, err := grpc.NewClient("unix://"+cfg.Socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize)),
+		// The default backoff grows to two minutes; a kubelet restart takes
+		// seconds, and container metrics should come back as fast.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("pod-resources client for %s: %w", cfg.Socket, err)
+	}
+	return &Client{
+		cfg:    cfg,
+		conn:   conn,
+		api:    podresourcesv1.NewPodResourcesListerClient(conn),
+		now:    time.Now,
+		errors: map[string]uint64{},
+	}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Calls returns how many kubelet round trips the Client has made; tests and
+// benchmarks use it to show that scrapes share calls.
+func (c *Client) Calls() uint64 { return c.calls.Load() }
+
+// Errors returns the cumulative error counts by reason.
+func (c *Client) Errors() map[string]uint64 {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	out := make(map[string]uint64, len(c.errors))
+	for k, v := range c.errors {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Client) countError(reason string, n int) {
+	c.errMu.Lock()
+	c.errors[reason] += uint64(n)
+	c.errMu.Unlock()
+}
+
+// Fetch returns the kubelet's current view. A reply younger than CacheTTL is
+// reused; otherwise concurrent callers share one round trip. The round trip
+// runs under the Client's own timeout, so one scrape giving up does not fail
+// the others; each caller still stops waiting when its ctx ends.
+func (c *Client) Fetch(ctx context.Context) (*Snapshot, error) {
+	c.mu.Lock()
+	if c.last != nil && c.now().Sub(c.last.Taken) < c.cfg.CacheTTL {
+		s := c.last
+		c.mu.Unlock()
+		return s, nil
+	}
+	c.mu.Unlock()
+
+	ch := c.group.DoChan("fetch", func() (any, error) {
+		s, err := c.fetch(context.Background())
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.last = s
+		c.mu.Unlock()
+		return s, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Snapshot), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for pod-resources: %w", ctx.Err())
+	}
+}
+
+func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
+	c.calls.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	list, err := c.api.List(ctx, &podresourcesv1.ListPodResourcesRequest{})
+	if err != nil {
+		c.countError(errorReason(err), 1)
+		return nil, fmt.Errorf("list pod resources: %w", err)
+	}
+	alloc, err := c.api.GetAllocatableResources(ctx, &podresourcesv1.AllocatableResourcesRequest{})
+	if err != nil {
+		c.countError(errorReason(err), 1)
+		return nil, fmt.Errorf("get allocatable resources: %w", err)
+	}
+	s := Convert(list, alloc, c.cfg.Matcher)
+	s.Taken = c.now()
+	for reason, n := range s.Dropped {
+		c.countError(reason, n)
+	}
+	return s, nil
+}
+
+// errorReason turns a gRPC failure into a short, bounded label value.
+func errorReason(err error) string {
+	switch status.Code(err) {
+	case codes.DeadlineExceeded:
+		return "timeout"
+	case codes.Unavailable:
+		return "unavailable"
+	case codes.ResourceExhausted:
+		return "rate_limited"
+	case codes.Unimplemented:
+		return "unimplemented"
+	case codes.Canceled:
+		return "canceled"
+	default:
+		return "rpc_error"
+	}
+}
+
+// Convert reduces the kubelet's replies to GPU resources. Entries that cannot
+// be attributed (empty pod, namespace or container names) are dropped and
+// counted, and a container listed twice keeps its first entry, so one bad
+// record never costs the rest of the reply.
+func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv1.AllocatableResourcesResponse, m *resource.Matcher) *Snapshot {
+	s := &Snapshot{Allocatable: map[string][]string{}, Dropped: map[string]int{}}
+	type key struct{ ns, pod, ctr, res string }
+	seen := map[key]bool{}
+	for _, pod := range list.GetPodResources() {
+		for _, ctr := range pod.GetContainers() {
+			for _, dev := range ctr.GetDevices() {
+				res := dev.GetResourceName()
+				if _, ok := m.Vendor(res); !ok || len(dev.GetDeviceIds()) == 0 {
+					continue
+				}
+				if pod.GetName() == "" || pod.GetNamespace() == "" || ctr.GetName() == "" {
+					s.Dropped["empty_name"]++
+					continue
+				}
+				k := key{pod.GetNamespace(), pod.GetName(), ctr.GetName(), res}
+				if seen[k] {
+					s.Dropped["duplicate_container"]++
+					continue
+				}
+				seen[k] = true
+				s.Containers = append(s.Containers, ContainerDevices{
+					Namespace: k.ns, Pod: k.pod, Container: k.ctr, Resource: res,
+					DeviceIDs: append([]string(nil), dev.GetDeviceIds()...),
+				})
+			}
+		}
+	}
+	for _, dev := range alloc.GetDevices() {
+		res := dev.GetResourceName()
+		if _, ok := m.Vendor(res); !ok {
+			continue
+		}
+		s.Allocatable[res] = append(s.Allocatable[res], dev.GetDeviceIds()...)
+	}
+	sort.Slice(s.Containers, func(i, j int) bool {
+		a, b := s.Containers[i], s.Containers[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Pod != b.Pod {
+			return a.Pod < b.Pod
+		}
+		if a.Container != b.Container {
+			return a.Container < b.Container
+		}
+		return a.Resource < b.Resource
+	})
+	return s
+}

@@ -1,0 +1,265 @@
+package podresources
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// fakeKubelet is a Source whose replies and faults a test controls.
+type fakeKubelet struct {
+	mu    sync.Mutex
+	list  *podresourcesv1.ListPodResourcesResponse
+	alloc *podresourcesv1.AllocatableResourcesResponse
+	delay time.Duration
+	err   error
+	calls atomic.Int64
+}
+
+func (f *fakeKubelet) List(ctx context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	delay, err, list := f.delay, f.err, f.list
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+func (f *fakeKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.alloc, nil
+}
+
+func gpuPod(ns, name, ctr, res string, ids ...string) *podresourcesv1.PodResources {
+	return &podresourcesv1.PodResources{Namespace: ns, Name: name, Containers: []*podresourcesv1.ContainerResources{{
+		Name:    ctr,
+		Devices: []*podresourcesv1.ContainerDevices{{ResourceName: res, DeviceIds: ids}},
+	}}}
+}
+
+func start(t *testing.T, f *fakeKubelet, cfg Config) (*Client, *Server, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "kubelet.sock")
+	srv := NewServer(f)
+	if err := srv.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	cfg.Socket = sock
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, srv, sock
+}
+
+func TestFetchConvertsGPUResources(t *testing.T) {
+	f := &fakeKubelet{
+		list: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+			gpuPod("ml", "train", "main", "nvidia.com/gpu", gpuUUID),
+			gpuPod("net", "router", "main", "example.com/nic", "nic0"),
+			gpuPod("batch", "a", "w", "nvidia.com/gpu.shared", gpuUUID+"::0"),
+			{Namespace: "kube-system", Name: "coredns", Containers: []*podresourcesv1.ContainerResources{{Name: "coredns", CpuIds: []int64{1}}}},
+		}},
+		alloc: &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
+			{ResourceName: "nvidia.com/gpu", DeviceIds: []string{gpuUUID}},
+			{ResourceName: "example.com/nic", DeviceIds: []string{"nic0"}},
+		}},
+	}
+	c, _, _ := start(t, f, Config{})
+	s, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Containers) != 2 || s.Containers[0].Namespace != "batch" || s.Containers[1].Pod != "train" {
+		t.Fatalf("containers = %+v", s.Containers)
+	}
+	if got := s.Allocatable["nvidia.com/gpu"]; len(got) != 1 || got[0] != gpuUUID {
+		t.Fatalf("allocatable = %v", s.Allocatable)
+	}
+	if _, ok := s.Allocatable["example.com/nic"]; ok {
+		t.Fatal("non-GPU resource kept")
+	}
+}
+
+func TestFetchLargeReply(t *testing.T) {
+	// 300 pods with long names and many replica IDs: well over gRPC's 4 MiB default.
+	var pods []*podresourcesv1.PodResources
+	for i := 0; i < 300; i++ {
+		ids := make([]string, 600)
+		for j := range ids {
+			ids[j] = fmt.Sprintf("%s::%d", gpuUUID, j)
+		}
+		pods = append(pods, gpuPod("ns", fmt.Sprintf("pod-%03d-%s", i, strings.Repeat("x", 200)), "c", "nvidia.com/gpu.shared", ids...))
+	}
+	list := &podresourcesv1.ListPodResourcesResponse{PodResources: pods}
+	if n := proto.Size(list); n < 8<<20 {
+		t.Fatalf("reply only %d bytes; the test needs one over 4 MiB", n)
+	}
+	f := &fakeKubelet{list: list, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	c, _, _ := start(t, f, Config{MaxRecvMsgSize: 64 << 20})
+	s, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Containers) != 300 {
+		t.Fatalf("got %d containers, want 300", len(s.Containers))
+	}
+
+	// The same reply with gRPC's default limit fails: the flag matters.
+	small, _, _ := start(t, f, Config{MaxRecvMsgSize: 4 << 20})
+	if _, err := small.Fetch(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		t.Fatalf("4 MiB client: err = %v, want ResourceExhausted", err)
+	}
+}
+
+func TestFetchTimeout(t *testing.T) {
+	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: 5 * time.Second}
+	c, _, _ := start(t, f, Config{Timeout: 200 * time.Millisecond})
+	begin := time.Now()
+	_, err := c.Fetch(context.Background())
+	if err == nil {
+		t.Fatal("want timeout error")
+	}
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Fatalf("Fetch took %v despite a 200ms timeout", d)
+	}
+	if c.Errors()["timeout"] != 1 {
+		t.Fatalf("errors = %v, want one timeout", c.Errors())
+	}
+}
+
+func TestFetchCallerDeadline(t *testing.T) {
+	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: time.Second}
+	c, _, _ := start(t, f, Config{Timeout: 3 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := c.Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the caller's deadline", err)
+	}
+}
+
+func TestFetchSharesCallsAndCaches(t *testing.T) {
+	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: 200 * time.Millisecond}
+	c, _, _ := start(t, f, Config{CacheTTL: time.Minute})
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Fetch(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := c.Fetch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.calls.Load(); n != 1 {
+		t.Fatalf("kubelet saw %d List calls for 51 fetches, want 1", n)
+	}
+}
+
+func TestFetchSurvivesKubeletRestart(t *testing.T) {
+	f := &fakeKubelet{
+		list:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{gpuPod("a", "b", "c", "nvidia.com/gpu", gpuUUID)}},
+		alloc: &podresourcesv1.AllocatableResourcesResponse{},
+	}
+	c, srv, sock := start(t, f, Config{Timeout: 500 * time.Millisecond})
+	if _, err := c.Fetch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := c.Fetch(context.Background()); err == nil {
+		t.Fatal("want an error while the kubelet is down")
+	}
+	srv2 := NewServer(f)
+	if err := srv2.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := c.Fetch(context.Background())
+		if err == nil && len(s.Containers) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery within 10s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFetchSocketAbsentThenCreated(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "kubelet.sock")
+	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Fetch(context.Background()); err == nil {
+		t.Fatal("want an error without a socket")
+	}
+	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	srv := NewServer(f)
+	if err := srv.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := c.Fetch(context.Background()); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("client never connected to the new socket")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestConvertDropsMalformed(t *testing.T) {
+	list := &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+		gpuPod("", "nameless-ns", "c", "nvidia.com/gpu", gpuUUID),
+		gpuPod("ns", "p", "", "nvidia.com/gpu", gpuUUID),
+		gpuPod("ns", "ok", "c", "nvidia.com/gpu", gpuUUID),
+		gpuPod("ns", "ok", "c", "nvidia.com/gpu", migUUID),
+		nil,
+	}}
+	s := Convert(list, nil, resource.MustMatcher(resource.DefaultNVIDIA...))
+	if len(s.Containers) != 1 || s.Containers[0].DeviceIDs[0] != gpuUUID {
+		t.Fatalf("containers = %+v", s.Containers)
+	}
+	if s.Dropped["empty_name"] != 2 || s.Dropped["duplicate_container"] != 1 {
+		t.Fatalf("dropped = %v", s.Dropped)
+	}
+}

@@ -1,0 +1,79 @@
+package podresources
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+
+	"google.golang.org/grpc"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+)
+
+// Source produces the replies a Server sends. The simulated node implements
+// it from its scenario; tests implement it to inject faults.
+type Source interface {
+	List(ctx context.Context) (*podresourcesv1.ListPodResourcesResponse, error)
+	Allocatable(ctx context.Context) (*podresourcesv1.AllocatableResourcesResponse, error)
+}
+
+// Server serves the kubelet's pod-resources API on a unix socket from a
+// Source. It lets the simulated node and the tests drive the real Client
+// over a real socket instead of a stand-in.
+type Server struct {
+	podresourcesv1.UnimplementedPodResourcesListerServer
+	src  Source
+	grpc *grpc.Server
+	mu   sync.Mutex
+	done chan struct{}
+}
+
+// NewServer returns a Server answering from src.
+func NewServer(src Source, opts ...grpc.ServerOption) *Server {
+	s := &Server{src: src, grpc: grpc.NewServer(opts...)}
+	podresourcesv1.RegisterPodResourcesListerServer(s.grpc, s)
+	return s
+}
+
+// Listen binds the socket (replacing a stale one) and serves in the
+// background until Stop.
+func (s *Server) Listen(socket string) error {
+	if err := os.Remove(socket); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	s.mu.Lock()
+	s.done = make(chan struct{})
+	done := s.done
+	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		_ = s.grpc.Serve(l)
+	}()
+	return nil
+}
+
+// Stop closes the socket and open connections at once, as a dying kubelet does.
+func (s *Server) Stop() {
+	s.grpc.Stop()
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// List implements the pod-resources API.
+func (s *Server) List(ctx context.Context, _ *podresourcesv1.ListPodResourcesRequest) (*podresourcesv1.ListPodResourcesResponse, error) {
+	return s.src.List(ctx)
+}
+
+// GetAllocatableResources implements the pod-resources API.
+func (s *Server) GetAllocatableResources(ctx context.Context, _ *podresourcesv1.AllocatableResourcesRequest) (*podresourcesv1.AllocatableResourcesResponse, error) {
+	return s.src.Allocatable(ctx)
+}
