@@ -1,0 +1,262 @@
+package collector
+
+import (
+	"sort"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// Inputs is everything one scrape knows, as plain data.
+type Inputs struct {
+	// Devices are NVML's readings; nil when NVML is down.
+	Devices []nvml.Reading
+	// NVMLUp is whether NVML answered; without it device counts are unknown.
+	NVMLUp bool
+	// Kubelet is the pod-resources view; nil when the kubelet is unreachable.
+	Kubelet *podresources.Snapshot
+	// Specs is the Kubernetes API view; nil when the API is not used or has
+	// never synced.
+	Specs *Specs
+	// Matcher selects GPU resources and their vendor.
+	Matcher *resource.Matcher
+}
+
+// Specs is what the Kubernetes API says about this node's GPUs. When present
+// it replaces the kubelet-derived requests, limits, capacity and allocatable.
+type Specs struct {
+	Containers []ContainerResource
+	// NodeFound is false when the Node object has not been seen.
+	NodeFound bool
+	Node      []NodeResource
+}
+
+// Usage is one container's use of one device (a GPU or a MIG instance).
+// Replicas of one device held by the same container collapse into one Usage.
+type Usage struct {
+	Namespace, Pod, Container string
+	Device                    *nvml.Reading
+}
+
+// ContainerResource is one container's request and limit of one GPU resource.
+type ContainerResource struct {
+	Namespace, Pod, Container, Resource, Vendor string
+	Request, Limit                              float64
+}
+
+// NodeResource is the node's capacity and allocatable of one GPU resource.
+// A side the source cannot tell is marked absent rather than made up.
+type NodeResource struct {
+	Resource, Vendor string
+	Capacity         float64
+	HasCapacity      bool
+	Allocatable      float64
+	HasAllocatable   bool
+}
+
+// View is the joined, sorted result a scrape turns into metrics.
+type View struct {
+	Devices   []nvml.Reading
+	Usage     []Usage
+	Requests  []ContainerResource
+	Node      []NodeResource
+	Unmatched []string
+}
+
+// deviceIndex resolves parsed kubelet device IDs to NVML devices.
+type deviceIndex struct {
+	byUUID  map[string]*nvml.Reading
+	byMinor map[int]*nvml.Reading
+	// MIG instances by parent and instance IDs, for legacy and GKE IDs.
+	byParentGI map[string][]*nvml.Reading
+	byMinorGI  map[[2]int][]*nvml.Reading
+}
+
+func newDeviceIndex(devs []nvml.Reading) *deviceIndex {
+	ix := &deviceIndex{
+		byUUID:     make(map[string]*nvml.Reading, len(devs)),
+		byMinor:    map[int]*nvml.Reading{},
+		byParentGI: map[string][]*nvml.Reading{},
+		byMinorGI:  map[[2]int][]*nvml.Reading{},
+	}
+	for i := range devs {
+		d := &devs[i]
+		ix.byUUID[d.UUID] = d
+		if d.IsMIG() {
+			ix.byParentGI[d.ParentUUID] = append(ix.byParentGI[d.ParentUUID], d)
+			k := [2]int{d.Minor, d.GPUInstance}
+			ix.byMinorGI[k] = append(ix.byMinorGI[k], d)
+		} else if d.Minor >= 0 {
+			ix.byMinor[d.Minor] = d
+		}
+	}
+	return ix
+}
+
+// resolve finds the device a kubelet device ID names, or nil.
+func (ix *deviceIndex) resolve(id string) *nvml.Reading {
+	ref, err := podresources.ParseDeviceID(id)
+	if err != nil {
+		return nil
+	}
+	switch {
+	case ref.UUID != "":
+		return ix.byUUID[ref.UUID]
+	case ref.ParentUUID != "":
+		for _, d := range ix.byParentGI[ref.ParentUUID] {
+			if d.GPUInstance == ref.GPUInstance && d.ComputeInstance == ref.ComputeInstance {
+				return d
+			}
+		}
+	case ref.GPUInstance >= 0:
+		if ds := ix.byMinorGI[[2]int{ref.Minor, ref.GPUInstance}]; len(ds) > 0 {
+			return ds[0]
+		}
+	default:
+		return ix.byMinor[ref.Minor]
+	}
+	return nil
+}
+
+// Join turns the sources' raw data into the series of one scrape. It is a
+// pure function: the table tests drive it with literal inputs.
+func Join(in Inputs) View {
+	v := View{Devices: in.Devices}
+	ix := newDeviceIndex(in.Devices)
+
+	if in.Kubelet != nil {
+		type useKey struct{ ns, pod, ctr, uuid string }
+		seen := map[useKey]bool{}
+		unmatched := map[string]bool{}
+		for _, c := range in.Kubelet.Containers {
+			for _, id := range c.DeviceIDs {
+				d := ix.resolve(id)
+				if d == nil {
+					if in.NVMLUp && !unmatched[id] {
+						unmatched[id] = true
+						v.Unmatched = append(v.Unmatched, id)
+					}
+					continue
+				}
+				k := useKey{c.Namespace, c.Pod, c.Container, d.UUID}
+				if seen[k] {
+					continue // another replica of a device this container already holds
+				}
+				seen[k] = true
+				v.Usage = append(v.Usage, Usage{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d})
+			}
+		}
+		sort.Strings(v.Unmatched)
+		sort.SliceStable(v.Usage, func(i, j int) bool {
+			a, b := v.Usage[i], v.Usage[j]
+			if a.Namespace != b.Namespace {
+				return a.Namespace < b.Namespace
+			}
+			if a.Pod != b.Pod {
+				return a.Pod < b.Pod
+			}
+			if a.Container != b.Container {
+				return a.Container < b.Container
+			}
+			return a.Device.UUID < b.Device.UUID
+		})
+	}
+
+	if in.Specs != nil {
+		v.Requests = in.Specs.Containers
+	} else if in.Kubelet != nil {
+		v.Requests = kubeletRequests(in.Kubelet, in.Matcher)
+	}
+
+	if in.Specs != nil && in.Specs.NodeFound {
+		v.Node = in.Specs.Node
+	} else {
+		v.Node = fallbackNode(in, ix)
+	}
+	return v
+}
+
+// kubeletRequests counts the device IDs the kubelet allocated: what a
+// container was given is what it asked for, since extended resources admit
+// no overcommit.
+func kubeletRequests(s *podresources.Snapshot, m *resource.Matcher) []ContainerResource {
+	out := make([]ContainerResource, 0, len(s.Containers))
+	for _, c := range s.Containers {
+		vendor, _ := m.Vendor(c.Resource)
+		n := float64(len(c.DeviceIDs))
+		out = append(out, ContainerResource{
+			Namespace: c.Namespace, Pod: c.Pod, Container: c.Container,
+			Resource: c.Resource, Vendor: vendor, Request: n, Limit: n,
+		})
+	}
+	return out
+}
+
+// fallbackNode derives capacity and allocatable without the Kubernetes API.
+// Allocatable is what GetAllocatableResources lists per resource. Capacity is
+// the allocatable devices plus every NVML device the kubelet does not offer
+// under any resource (an unhealthy GPU drops out of allocatable but not out of
+// NVML); such devices count under nvidia.com/gpu, or their MIG profile's
+// resource. Without NVML, capacity is unknown and absent.
+func fallbackNode(in Inputs, ix *deviceIndex) []NodeResource {
+	byRes := map[string]*NodeResource{}
+	get := func(res string) *NodeResource {
+		if r, ok := byRes[res]; ok {
+			return r
+		}
+		vendor, ok := in.Matcher.Vendor(res)
+		if !ok {
+			vendor = "nvidia"
+		}
+		r := &NodeResource{Resource: res, Vendor: vendor}
+		byRes[res] = r
+		return r
+	}
+	offered := map[string]bool{}
+	if in.Kubelet != nil {
+		for res, ids := range in.Kubelet.Allocatable {
+			r := get(res)
+			r.Allocatable, r.HasAllocatable = float64(len(ids)), true
+			if in.NVMLUp {
+				r.Capacity, r.HasCapacity = float64(len(ids)), true
+			}
+			for _, id := range ids {
+				if d := ix.resolve(id); d != nil {
+					offered[d.UUID] = true
+					if d.IsMIG() {
+						offered[d.ParentUUID] = true
+					}
+				}
+			}
+		}
+	}
+	if in.NVMLUp {
+		migParents := map[string]bool{}
+		for _, d := range in.Devices {
+			if d.IsMIG() {
+				migParents[d.ParentUUID] = true
+			}
+		}
+		for _, d := range in.Devices {
+			if offered[d.UUID] || (d.MIGEnabled && migParents[d.UUID]) {
+				continue // counted through the kubelet, or through its instances
+			}
+			res := "nvidia.com/gpu"
+			if d.IsMIG() && d.Profile != "" {
+				if _, ok := in.Matcher.Vendor("nvidia.com/mig-" + d.Profile); ok {
+					res = "nvidia.com/mig-" + d.Profile
+				}
+			}
+			r := get(res)
+			r.Capacity++
+			r.HasCapacity = true
+		}
+	}
+	out := make([]NodeResource, 0, len(byRes))
+	for _, r := range byRes {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
+	return out
+}

@@ -1,0 +1,284 @@
+package simulate
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+)
+
+var models = map[string]gpus.Config{
+	"A100-SXM4-40GB":  gpus.A100_SXM4_40GB,
+	"A100-SXM4-80GB":  gpus.A100_SXM4_80GB,
+	"A100-PCIE-40GB":  gpus.A100_PCIE_40GB,
+	"A100-PCIE-80GB":  gpus.A100_PCIE_80GB,
+	"A30-PCIE-24GB":   gpus.A30_PCIE_24GB,
+	"H100-SXM5-80GB":  gpus.H100_SXM5_80GB,
+	"H200-SXM5-141GB": gpus.H200_SXM5_141GB,
+	"B200-SXM5-180GB": gpus.B200_SXM5_180GB,
+}
+
+// ModelNames lists the GPU models a scenario may name.
+func ModelNames() []string {
+	out := make([]string, 0, len(models))
+	for k := range models {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// UUID is the deterministic UUID of simulated GPU i, so dashboards, golden
+// files and docs can name the same device every run.
+func UUID(i int) string { return fmt.Sprintf("GPU-00000000-0000-4000-8000-%012d", i) }
+
+// samplePeriod is how often the simulated driver takes a utilization sample.
+const samplePeriod = time.Second
+
+// nvmlHistory is how far back the simulated driver remembers samples, as the
+// real one does.
+const nvmlHistory = 16 * time.Second
+
+// holder is one container's share of a device.
+type holder struct {
+	wave   Wave
+	phase  float64
+	memory uint64
+}
+
+// Node is a running simulated node.
+type Node struct {
+	// Name is the node's name.
+	Name string
+	// NVML is the mock NVML library, ready for nvml.NewSampler.
+	NVML gonvml.Interface
+	// Socket is the pod-resources socket, or "" when the scenario has no
+	// pods (the exporter then uses the real kubelet socket).
+	Socket string
+
+	scenario *Scenario
+	now      func() time.Time
+	holders  [][]holder
+	server   *podresources.Server
+	dir      string
+	list     *podresourcesv1.ListPodResourcesResponse
+	alloc    *podresourcesv1.AllocatableResourcesResponse
+}
+
+// Start builds the node's NVML mock and, when the scenario has pods, serves
+// them on a pod-resources socket in a private temporary directory. now is the
+// clock (nil for time.Now); tests pass a fixed one for golden output.
+func Start(s *Scenario, now func() time.Time) (*Node, error) {
+	if now == nil {
+		now = time.Now
+	}
+	n := &Node{Name: s.Node, scenario: s, now: now, holders: make([][]holder, s.GPUs)}
+	n.buildHolders()
+	n.NVML = n.buildNVML()
+	if len(s.Pods) == 0 {
+		return n, nil
+	}
+	n.list, n.alloc = n.buildPodResources()
+	dir, err := os.MkdirTemp("", "kube-gpu-exporter-sim-")
+	if err != nil {
+		return nil, fmt.Errorf("simulated kubelet directory: %w", err)
+	}
+	n.dir = dir
+	n.Socket = filepath.Join(dir, "kubelet.sock")
+	n.server = podresources.NewServer(n)
+	if err := n.server.Listen(n.Socket); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close stops the simulated kubelet and removes its socket.
+func (n *Node) Close() {
+	if n.server != nil {
+		n.server.Stop()
+	}
+	if n.dir != "" {
+		os.RemoveAll(n.dir)
+	}
+}
+
+func (n *Node) buildHolders() {
+	k := 0
+	for _, p := range n.scenario.Pods {
+		for _, c := range p.Containers {
+			seen := map[int]bool{}
+			for _, d := range c.Devices {
+				ref, _ := ParseDevice(d) // validated by Parse
+				if seen[ref.GPU] {
+					continue
+				}
+				seen[ref.GPU] = true
+				n.holders[ref.GPU] = append(n.holders[ref.GPU], holder{
+					wave:   c.Utilization,
+					phase:  float64(k) * 2 * math.Pi / 7,
+					memory: uint64(c.MemoryGiB * (1 << 30)),
+				})
+			}
+			k++
+		}
+	}
+}
+
+// Utilization is GPU i's utilization at t: the sum of its holders' waves,
+// capped at 100. The sampler must recover exactly these values.
+func (n *Node) Utilization(i int, t time.Time) float64 {
+	var u float64
+	secs := float64(t.UnixNano()) / 1e9
+	for _, h := range n.holders[i] {
+		v := h.wave.Mean
+		if h.wave.Period > 0 {
+			v += h.wave.Swing * math.Sin(2*math.Pi*secs/time.Duration(h.wave.Period).Seconds()+h.phase)
+		}
+		u += v
+	}
+	return math.Max(0, math.Min(100, u))
+}
+
+// MemoryUsed is GPU i's used memory in bytes, capped at its total.
+func (n *Node) MemoryUsed(i int) uint64 {
+	var used uint64
+	for _, h := range n.holders[i] {
+		used += h.memory
+	}
+	total := models[n.scenario.Model].MemoryMB << 20
+	return min(used, total)
+}
+
+func (n *Node) buildNVML() gonvml.Interface {
+	cfg := models[n.scenario.Model]
+	cfgs := make([]gpus.Config, n.scenario.GPUs)
+	for i := range cfgs {
+		cfgs[i] = cfg
+	}
+	srv := dgxa100.NewWithGPUs(cfgs...)
+	for i, d := range srv.Devices {
+		i, dev := i, d.(*dgxa100.Device)
+		dev.UUID = UUID(i)
+		dev.PciBusID = fmt.Sprintf("00000000:%02X:00.0", 0x10+i)
+		dev.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
+			p := gonvml.PciInfo{PciDeviceId: cfg.PciDeviceId, Bus: uint32(0x10 + i)}
+			for k := 0; k < len(dev.PciBusID) && k < len(p.BusId)-1; k++ {
+				p.BusId[k] = int8(dev.PciBusID[k])
+			}
+			return p, gonvml.SUCCESS
+		}
+		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			now := n.now()
+			from := now.Add(-nvmlHistory).Truncate(samplePeriod)
+			var out []gonvml.Sample
+			for t := from; !t.After(now); t = t.Add(samplePeriod) {
+				ts := uint64(t.UnixMicro())
+				if ts <= last {
+					continue
+				}
+				v := uint32(math.Round(n.Utilization(i, t)))
+				out = append(out, gonvml.Sample{TimeStamp: ts, SampleValue: nvml.EncodeUint32Sample(v)})
+			}
+			if len(out) == 0 {
+				return gonvml.VALUE_TYPE_UNSIGNED_INT, nil, gonvml.ERROR_NOT_FOUND
+			}
+			return gonvml.VALUE_TYPE_UNSIGNED_INT, out, gonvml.SUCCESS
+		}
+		dev.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
+			return gonvml.Utilization{Gpu: uint32(math.Round(n.Utilization(i, n.now())))}, gonvml.SUCCESS
+		}
+		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
+			total := dev.MemoryInfo.Total
+			used := n.MemoryUsed(i)
+			return gonvml.Memory_v2{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+		}
+		dev.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
+			total := dev.MemoryInfo.Total
+			used := n.MemoryUsed(i)
+			return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+		}
+	}
+	return srv
+}
+
+// deviceID turns a scenario device entry into the ID the device plugin
+// would give the kubelet.
+func deviceID(d string) string {
+	ref, _ := ParseDevice(d)
+	if ref.Replica >= 0 {
+		return fmt.Sprintf("%s::%d", UUID(ref.GPU), ref.Replica)
+	}
+	return UUID(ref.GPU)
+}
+
+func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *podresourcesv1.AllocatableResourcesResponse) {
+	list := &podresourcesv1.ListPodResourcesResponse{}
+	replicated := map[int]bool{}
+	for _, p := range n.scenario.Pods {
+		pr := &podresourcesv1.PodResources{Namespace: p.Namespace, Name: p.Name}
+		for _, c := range p.Containers {
+			cr := &podresourcesv1.ContainerResources{Name: c.Name}
+			if len(c.Devices) > 0 {
+				ids := make([]string, len(c.Devices))
+				for k, d := range c.Devices {
+					ids[k] = deviceID(d)
+					if ref, _ := ParseDevice(d); ref.Replica >= 0 {
+						replicated[ref.GPU] = true
+					}
+				}
+				cr.Devices = []*podresourcesv1.ContainerDevices{{ResourceName: c.Resource, DeviceIds: ids}}
+			}
+			pr.Containers = append(pr.Containers, cr)
+		}
+		list.PodResources = append(list.PodResources, pr)
+	}
+	alloc := &podresourcesv1.AllocatableResourcesResponse{}
+	if n.scenario.Allocatable != nil {
+		names := make([]string, 0, len(n.scenario.Allocatable))
+		for res := range n.scenario.Allocatable {
+			names = append(names, res)
+		}
+		sort.Strings(names)
+		for _, res := range names {
+			ids := make([]string, 0, len(n.scenario.Allocatable[res]))
+			for _, d := range n.scenario.Allocatable[res] {
+				ids = append(ids, deviceID(d))
+			}
+			alloc.Devices = append(alloc.Devices, &podresourcesv1.ContainerDevices{ResourceName: res, DeviceIds: ids})
+		}
+		return list, alloc
+	}
+	// Without an explicit list, every GPU not shared is offered whole.
+	var ids []string
+	for i := 0; i < n.scenario.GPUs; i++ {
+		if !replicated[i] {
+			ids = append(ids, UUID(i))
+		}
+	}
+	if len(ids) > 0 {
+		alloc.Devices = append(alloc.Devices, &podresourcesv1.ContainerDevices{ResourceName: "nvidia.com/gpu", DeviceIds: ids})
+	}
+	return list, alloc
+}
+
+// List implements podresources.Source.
+func (n *Node) List(context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
+	return n.list, nil
+}
+
+// Allocatable implements podresources.Source.
+func (n *Node) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
+	return n.alloc, nil
+}

@@ -1,0 +1,106 @@
+package simulate
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+func TestBuiltinScenario(t *testing.T) {
+	s := Builtin()
+	if s.GPUs != 8 || len(s.Pods) < 5 || s.Node != "sim-node" {
+		t.Fatalf("built-in scenario = %+v", s)
+	}
+}
+
+func TestParseErrorsNameLineOrField(t *testing.T) {
+	tests := []struct{ yaml, want string }{
+		{"gpus: 2\npods:\n  - namespace: a\n    nmae: b\n", "line 4"},
+		{"gpus: two\n", "line 1"},
+		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"5\"]\n", "pods[0].containers[0].devices[0]: GPU 5 does not exist"},
+		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: cpu\n        devices: [\"0\"]\n", "pods[0].containers[0].resource"},
+		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n        utilization: {mean: 90, swing: 20, period: 1m}\n", "pods[0].containers[0].utilization"},
+		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n        utilization: {mean: 50, swing: 1, period: soon}\n", "invalid duration"},
+		{"model: Z80\n", "model: unknown model"},
+		{"gpus: 1\nallocatable:\n  nvidia.com/gpu: [\"x\"]\n", "allocatable.nvidia.com/gpu[0]"},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) error = %v, want it to mention %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+func TestSamplerReadsSimulatedUtilization(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	now := func() time.Time { return at }
+	n, err := Start(Builtin(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s := nvml.NewSampler(n.NVML, nvml.Config{Window: 10 * time.Second, Now: now})
+	s.Poll()
+	snap := s.Snapshot()
+	if !snap.Up || len(snap.Devices) != 8 {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+	for i, d := range snap.Devices {
+		if d.UUID != UUID(i) {
+			t.Fatalf("device %d UUID = %s", i, d.UUID)
+		}
+		// Mean of the 10 one-second samples in the window, each rounded as the driver does.
+		var sum float64
+		for k := 0; k < 10; k++ {
+			sum += math.Round(n.Utilization(i, at.Add(-time.Duration(k)*time.Second)))
+		}
+		if want := sum / 10; math.Abs(d.DutyCycle-want) > 1e-9 {
+			t.Errorf("GPU %d duty = %v, want %v", i, d.DutyCycle, want)
+		}
+		if d.MemoryUsed != n.MemoryUsed(i) {
+			t.Errorf("GPU %d memory = %d, want %d", i, d.MemoryUsed, n.MemoryUsed(i))
+		}
+	}
+	if snap.Devices[7].DutyCycle != 0 || snap.Devices[7].MemoryUsed != 0 {
+		t.Errorf("unallocated GPU 7 busy: %+v", snap.Devices[7])
+	}
+	if snap.Devices[0].DutyCycle < 85 || snap.Devices[5].DutyCycle > 2 {
+		t.Errorf("trainer %v / notebook %v out of their ranges", snap.Devices[0].DutyCycle, snap.Devices[5].DutyCycle)
+	}
+}
+
+func TestSimulatedKubeletOverRealSocket(t *testing.T) {
+	n, err := Start(Builtin(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, err := podresources.New(podresources.Config{Socket: n.Socket, Timeout: 2 * time.Second, Matcher: resource.MustMatcher(resource.DefaultNVIDIA...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	snap, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shared []string
+	for _, ct := range snap.Containers {
+		if ct.Resource == "nvidia.com/gpu.shared" {
+			shared = append(shared, ct.DeviceIDs...)
+		}
+	}
+	if len(shared) != 2 || shared[0] != UUID(6)+"::0" || shared[1] != UUID(6)+"::1" {
+		t.Fatalf("shared device IDs = %v", shared)
+	}
+	if got := len(snap.Allocatable["nvidia.com/gpu"]); got != 7 {
+		t.Fatalf("allocatable nvidia.com/gpu = %d, want 7", got)
+	}
+}
