@@ -125,15 +125,19 @@ func (s *Sampler) countError(reason string) {
 	s.errMu.Unlock()
 }
 
-// Run polls until ctx ends, then shuts NVML down.
+// Run polls until ctx ends, then shuts NVML down. It polls at once unless
+// the caller already did (main polls before serving so the first scrape has
+// devices).
 func (s *Sampler) Run(ctx context.Context) {
 	defer func() {
 		if s.inited {
 			s.lib.Shutdown()
 		}
 	}()
-	for {
+	if s.Polls() == 0 {
 		s.Poll()
+	}
+	for {
 		wait := s.cfg.Interval
 		if !s.inited {
 			wait = s.cfg.RetryInterval
@@ -143,6 +147,7 @@ func (s *Sampler) Run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
+		s.Poll()
 	}
 }
 

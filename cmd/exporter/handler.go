@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+)
+
+// newHandler builds the HTTP routes: the landing page and the metrics path.
+// Only GET and HEAD are served.
+func newHandler(o *options, coll *collector.Collector, logger *slog.Logger) (http.Handler, error) {
+	labels := prometheus.Labels{}
+	if o.clusterName != "" {
+		labels["cluster_name"] = o.clusterName
+	}
+	if o.clusterID != "" {
+		labels["cluster_id"] = o.clusterID
+	}
+	static := prometheus.NewRegistry()
+	wrap := prometheus.WrapRegistererWith(labels, static)
+	wrap.MustRegister(
+		versioncollector.NewCollector("kube_gpu_exporter"),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	metrics := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
+	if o.maxRequests > 0 {
+		metrics.inflight = make(chan struct{}, o.maxRequests)
+	}
+
+	landing, err := web.NewLandingPage(web.LandingConfig{
+		Name:        name,
+		Description: "Per-container and per-node GPU usage, requests, limits, capacity and allocatable for Kubernetes",
+		Version:     version.Info(),
+		Links:       []web.LandingLinks{{Address: o.metricsPath, Text: "Metrics"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+o.metricsPath, metrics)
+	mux.Handle("GET /{$}", landing)
+	return mux, nil
+}
+
+// metricsHandler serves one scrape: the scrape's context (bounded by
+// Prometheus' X-Prometheus-Scrape-Timeout-Seconds) reaches every source.
+type metricsHandler struct {
+	static   *prometheus.Registry
+	coll     *collector.Collector
+	labels   prometheus.Labels
+	logger   *slog.Logger
+	inflight chan struct{} // nil: no limit
+}
+
+func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.inflight != nil {
+		select {
+		case h.inflight <- struct{}{}:
+			defer func() { <-h.inflight }()
+		default:
+			http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	ctx := r.Context()
+	if s := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); s != "" {
+		if secs, err := strconv.ParseFloat(s, 64); err == nil && secs > 0 {
+			// Leave a little of the scrape's budget for encoding and the network.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Duration(secs*0.9*float64(time.Second)))
+			defer cancel()
+		}
+	}
+	scrape := prometheus.NewRegistry()
+	prometheus.WrapRegistererWith(h.labels, scrape).MustRegister(h.coll.WithContext(ctx))
+	promhttp.HandlerFor(prometheus.Gatherers{h.static, scrape}, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(h.logger.Handler(), slog.LevelError),
+		ErrorHandling: promhttp.ContinueOnError,
+	}).ServeHTTP(w, r)
+}

@@ -1,0 +1,217 @@
+// Command kube-gpu-exporter serves per-container and per-node GPU metrics
+// (the Container Insights GPU metric set) for one Kubernetes node, from NVML,
+// the kubelet's pod-resources socket and, when available, the Kubernetes API.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
+)
+
+const name = "kube-gpu-exporter"
+
+// defaultAddress is not a port any well-known exporter uses (node_exporter
+// 9100, dcgm-exporter 9400, nvidia_gpu_exporter 9835, ...).
+const defaultAddress = ":9871"
+
+// options is everything the flags set; it is passed down, never read globally.
+type options struct {
+	web            *web.FlagConfig
+	metricsPath    string
+	maxRequests    int
+	nodeName       string
+	clusterName    string
+	clusterID      string
+	socket         string
+	maxRecv        int64
+	kubeletTimeout time.Duration
+	cacheTTL       time.Duration
+	window         time.Duration
+	pollInterval   time.Duration
+	retryInterval  time.Duration
+	resources      []string
+	simulate       bool
+	scenario       string
+	log            *promslog.Config
+}
+
+func parseFlags(args []string) (*options, *kingpin.Application, error) {
+	app := kingpin.New(name, "Prometheus exporter of per-container and per-node GPU usage, requests, limits, capacity and allocatable for Kubernetes nodes.")
+	o := &options{log: &promslog.Config{}}
+	o.web = kingpinflag.AddFlags(app, defaultAddress)
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.metricsPath)
+	intFlag(app, "web.max-requests", "Maximum number of concurrent scrape requests; 0 disables the limit.", "40", &o.maxRequests)
+	app.Flag("kube.node-name", "Name of this node: the node label of every series.").Envar("NODE_NAME").StringVar(&o.nodeName)
+	app.Flag("cluster.name", "If set, adds a cluster_name label with this value to every series.").Default("").StringVar(&o.clusterName)
+	app.Flag("cluster.id", "If set, adds a cluster_id label with this value to every series.").Default("").StringVar(&o.clusterID)
+	app.Flag("kubelet.pod-resources-socket", "Path of the kubelet's pod-resources socket.").Default(podresources.DefaultSocket).StringVar(&o.socket)
+	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted (large nodes exceed gRPC's 4MiB default).", "64MiB", &o.maxRecv)
+	durationFlag(app, "kubelet.timeout", "Timeout of every pod-resources call.", "5s", &o.kubeletTimeout)
+	durationFlag(app, "kubelet.cache-ttl", "How long a pod-resources reply is reused by later scrapes (the kubelet rate-limits the socket for all clients).", "1s", &o.cacheTTL)
+	durationFlag(app, "nvml.duty-cycle-window", "Window over which the GPU duty cycle is averaged.", "60s", &o.window)
+	durationFlag(app, "nvml.poll-interval", "How often NVML is polled for samples and memory (NVML keeps about 16s of samples).", "2s", &o.pollInterval)
+	durationFlag(app, "nvml.init-retry-interval", "How often NVML initialisation is retried while no driver is found.", "30s", &o.retryInterval)
+	app.Flag("gpu.resource", "Extended resource counted as a GPU; repeatable; a trailing * matches a prefix; =vendor overrides the vendor label.").
+		Default(resource.DefaultAll...).StringsVar(&o.resources)
+	app.Flag("simulate", "Serve a built-in simulated node (8 GPUs, several pods) instead of real hardware.").BoolVar(&o.simulate)
+	app.Flag("simulate.scenario", "Serve a simulated node described by this YAML file (see docs/simulation.md); implies --simulate.").PlaceHolder("FILE").StringVar(&o.scenario)
+	promslogflag.AddFlags(app, o.log)
+	app.Version(version.Print(name))
+	app.HelpFlag.Short('h')
+	if _, err := app.Parse(args); err != nil {
+		return nil, app, err
+	}
+	return o, app, o.validate()
+}
+
+// validate checks what kingpin's types cannot, naming the flag at fault.
+func (o *options) validate() error {
+	switch {
+	case o.window <= 0:
+		return errors.New("--nvml.duty-cycle-window must be positive")
+	case o.pollInterval <= 0 || o.pollInterval > 15*time.Second:
+		return errors.New("--nvml.poll-interval must be between 0 and 15s: NVML keeps only about 16s of samples")
+	case o.window < o.pollInterval:
+		return fmt.Errorf("--nvml.duty-cycle-window (%s) must not be shorter than --nvml.poll-interval (%s)", o.window, o.pollInterval)
+	case o.retryInterval <= 0:
+		return errors.New("--nvml.init-retry-interval must be positive")
+	case o.kubeletTimeout <= 0:
+		return errors.New("--kubelet.timeout must be positive")
+	case o.cacheTTL < 0:
+		return errors.New("--kubelet.cache-ttl must not be negative")
+	case o.maxRecv < 4<<20 || o.maxRecv > 2<<30-1:
+		return errors.New("--kubelet.max-recv-msg-size must be between 4MiB and 2GiB")
+	case o.maxRequests < 0:
+		return errors.New("--web.max-requests must not be negative")
+	case o.metricsPath == "" || o.metricsPath[0] != '/' || o.metricsPath == "/":
+		return errors.New("--web.telemetry-path must be an absolute path other than /")
+	}
+	if _, err := resource.NewMatcher(o.resources); err != nil {
+		return fmt.Errorf("--gpu.resource: %w", err)
+	}
+	return nil
+}
+
+func main() {
+	o, app, err := parseFlags(os.Args[1:])
+	if err != nil {
+		app.Fatalf("%v", err)
+	}
+	logger := promslog.New(o.log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, logger); err != nil {
+		logger.Error("exiting", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run wires the sources, the collector and the HTTP server, and blocks until
+// ctx ends or the server fails.
+func run(ctx context.Context, o *options, logger *slog.Logger) error {
+	logger.Info("starting "+name, "version", version.Info(), "build_context", version.BuildContext())
+	matcher, _ := resource.NewMatcher(o.resources) // validated
+
+	var lib gonvml.Interface = gonvml.New()
+	socket := o.socket
+	if o.simulate || o.scenario != "" {
+		sc := simulate.Builtin()
+		if o.scenario != "" {
+			var err error
+			if sc, err = simulate.Load(o.scenario); err != nil {
+				return fmt.Errorf("--simulate.scenario: %w", err)
+			}
+		}
+		node, err := simulate.Start(sc, nil)
+		if err != nil {
+			return fmt.Errorf("start simulated node: %w", err)
+		}
+		defer node.Close()
+		lib = node.NVML
+		if node.Socket != "" {
+			socket = node.Socket
+		}
+		if o.nodeName == "" {
+			o.nodeName = node.Name
+		}
+		logger.Info("serving a simulated node", "node", node.Name, "gpus", sc.GPUs, "pods", len(sc.Pods), "pod_resources_socket", socket)
+	}
+	if o.nodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no --kube.node-name and no hostname: %w", err)
+		}
+		o.nodeName = h
+		logger.Warn("--kube.node-name (NODE_NAME) not set; using the hostname", "node", h)
+	}
+
+	sampler := nvml.NewSampler(lib, nvml.Config{
+		Window: o.window, Interval: o.pollInterval, RetryInterval: o.retryInterval, Logger: logger,
+	})
+	sampler.Poll() // the first scrape already has devices
+	samplerDone := make(chan struct{})
+	go func() { defer close(samplerDone); sampler.Run(ctx) }()
+
+	kubelet, err := podresources.New(podresources.Config{
+		Socket: socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
+	})
+	if err != nil {
+		return err
+	}
+	defer kubelet.Close()
+
+	coll := collector.New(collector.Config{
+		NodeName: o.nodeName, Matcher: matcher, Logger: logger,
+		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
+	}, sampler, kubelet, nil)
+
+	handler, err := newHandler(o, coll, logger)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(srv, o.web, logger) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	<-samplerDone
+	return nil
+}
