@@ -86,19 +86,21 @@ func Cluster() *Dashboard {
 	b.add(12, 8, bargauge("Duty cycle by namespace, now", "Mean duty cycle of the GPUs each namespace holds, lowest first.", unitPercent, dutyThresholds(),
 		instant("sort(avg by (namespace) ("+m("containerGpuDutyCycle", ctrSel)+"))", "{{namespace}}")))
 
-	idle := fmt.Sprintf("count_over_time((%s < %g)[$__range:$__interval])", m("containerGpuDutyCycle", ctrSel), IdleDutyCycle)
-	idleBy := fmt.Sprintf("sum by (%s) (%s)", holder, idle)
+	// 1 for each step of the range where the container's GPU was idle, 0
+	// where it worked: every container holding a GPU gets a row, the idle
+	// ones sort first.
+	idleSteps := fmt.Sprintf("(%s < bool %g)[$__range:$__interval]", m("containerGpuDutyCycle", ctrSel), IdleDutyCycle)
 	b.row("Allocated but idle")
 	b.add(24, 9, table("Allocated but idle GPUs",
-		fmt.Sprintf("Containers that held a GPU below %g %% duty cycle during the dashboard's time range: hours idle in the range, the idle share of the time the container held the GPU, and its duty cycle now. Alert GPUAllocatedIdle fires when the hourly mean stays below %g %% for an hour.", IdleDutyCycle, IdleDutyCycle),
+		fmt.Sprintf("Every GPU a container holds, with the hours of the dashboard's time range it spent below %g %% duty cycle, the idle share of the time the container held it, and its duty cycle now. Alert GPUAllocatedIdle fires when the hourly mean stays below %g %% for an hour.", IdleDutyCycle, IdleDutyCycle),
 		[]column{
 			{Name: "Idle hours", Unit: "h", Th: neutralThresholds()},
 			{Name: "Idle share", Unit: unitPercent, Th: &Thresholds{Mode: "absolute", Steps: []Step{{Color: "green", Value: nil}, {Color: "orange", Value: f(50)}}}, Color: true},
 			{Name: "Duty cycle now", Unit: unitPercent, Th: dutyThresholds(), Color: true},
 		}, nil, "Idle hours",
-		tabular(idleBy+" * $__interval_ms / 3600000"),
-		tabular(fmt.Sprintf("100 * %s\n  / sum by (%s) (count_over_time(%s[$__range:$__interval]))", idleBy, holder, m("containerGpuDutyCycle", ctrSel))),
-		tabular(fmt.Sprintf("max by (%s) (%s)\n  and on (%s) %s", holder, m("containerGpuDutyCycle", ctrSel), holder, idleBy))))
+		tabular(fmt.Sprintf("max by (%s) (sum_over_time(%s)) * $__interval_ms / 3600000", holder, idleSteps)),
+		tabular(fmt.Sprintf("100 * max by (%s) (avg_over_time(%s))", holder, idleSteps)),
+		tabular(fmt.Sprintf("max by (%s) (%s)", holder, m("containerGpuDutyCycle", ctrSel)))))
 	b.add(24, 7, timeseries("Idle allocated GPUs", fmt.Sprintf("Number of GPUs held by a container and below %g %% duty cycle.", IdleDutyCycle), unitCount, neutralThresholds(),
 		series(fmt.Sprintf("count(%s < %g) or vector(0)", allocatedDevices, IdleDutyCycle), "idle allocated GPUs")))
 

@@ -157,12 +157,13 @@ func TestStructure(t *testing.T) {
 }
 
 // checkUnit: duty cycle values are shown in percent, memory amounts in bytes
-// and memory shares in percent. Counts (count(), count_over_time) and the
-// exporter's own metrics (joined to a node through GPU metrics) are exempt.
+// and memory shares in percent. Counts (count(), count_over_time), time
+// spent in a state (sums of "< bool" comparisons) and the exporter's own
+// metrics (joined to a node through GPU metrics) are exempt.
 func checkUnit(t *testing.T, p *jsonPanel, tg jsonTarget) {
 	t.Helper()
 	e := tg.Expr
-	if strings.Contains(e, "count") || strings.Contains(e, "kube_gpu_exporter_") {
+	if strings.Contains(e, "count") || strings.Contains(e, " bool ") || strings.Contains(e, "kube_gpu_exporter_") {
 		return
 	}
 	unit := p.columnUnit(tg)
