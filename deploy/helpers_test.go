@@ -17,6 +17,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
@@ -124,7 +125,7 @@ func decodeStream(stream []byte) ([]object, error) {
 		if err != nil {
 			return nil, err
 		}
-		js, err := yaml.YAMLToJSON(doc)
+		js, err := yaml.YAMLToJSONStrict(doc) // duplicate keys are errors
 		if err != nil {
 			return nil, fmt.Errorf("%w in\n%s", err, doc)
 		}
@@ -142,12 +143,23 @@ func decodeStream(stream []byte) ([]object, error) {
 		if !ok {
 			return nil, fmt.Errorf("unexpected kind %q (%s)", tm.Kind, tm.Metadata.Name)
 		}
-		if err := yaml.UnmarshalStrict(doc, typed); err != nil {
+		if err := unmarshalStrict(js, typed); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", tm.Kind, tm.Metadata.Name, err)
 		}
 		objs = append(objs, object{Kind: tm.Kind, Name: tm.Metadata.Name, Namespace: tm.Metadata.Namespace, Typed: typed, Raw: js})
 	}
 	return objs, nil
+}
+
+// unmarshalStrict decodes JSON as the API server does, case-sensitively (a
+// hostPid field does not set hostPID), and rejects unknown and duplicate
+// fields.
+func unmarshalStrict(js []byte, v any) error {
+	strict, err := kjson.UnmarshalStrict(js, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
 }
 
 func kinds(objs []object) []string {

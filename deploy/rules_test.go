@@ -29,7 +29,11 @@ func readRules(t *testing.T, path string) ruleFile {
 		t.Fatal(err)
 	}
 	var rf ruleFile
-	if err := yaml.UnmarshalStrict(b, &rf); err != nil {
+	js, err := yaml.YAMLToJSONStrict(b)
+	if err == nil {
+		err = unmarshalStrict(js, &rf)
+	}
+	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return rf
