@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/e2e-output.txt from the current output")
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// exporterBinary builds the real binary once per test run.
+func exporterBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kge-e2e-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "kube-gpu-exporter")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// exporter is a running binary and its captured log.
+type exporter struct {
+	cmd  *exec.Cmd
+	addr string
+	log  *bytes.Buffer
+	mu   *sync.Mutex
+}
+
+func (e *exporter) Log() string { e.mu.Lock(); defer e.mu.Unlock(); return e.log.String() }
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func startExporter(t *testing.T, args ...string) *exporter {
+	t.Helper()
+	e := &exporter{addr: freeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	e.cmd = exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
+	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
+	e.cmd.Stdout = lockedWriter{e.mu, e.log}
+	e.cmd.Stderr = lockedWriter{e.mu, e.log}
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = e.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = e.cmd.Process.Kill()
+			t.Errorf("exporter did not exit within 10s of SIGTERM")
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + e.addr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exporter not serving within 15s: %v\nlog:\n%s", err, e.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// volatile are the families whose values move with time or the machine.
+var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_exporter_scrape_duration_seconds)\{`)
+
+// normalize drops the Go runtime families and blanks values that move, so
+// the rest of the exposition can be compared byte for byte.
+func normalize(text string) string {
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		name := metricName(line)
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+			continue
+		}
+		if strings.HasPrefix(name, "kube_gpu_exporter_build_info") && !strings.HasPrefix(line, "#") {
+			line = "kube_gpu_exporter_build_info{...} 1"
+		}
+		if volatile.MatchString(line) {
+			line = line[:strings.LastIndexByte(line, ' ')] + " <value>"
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n") + "\n"
+}
+
+// metricName returns the family a line belongs to.
+func metricName(line string) string {
+	if strings.HasPrefix(line, "# HELP ") || strings.HasPrefix(line, "# TYPE ") {
+		return strings.Fields(line)[2]
+	}
+	if i := strings.IndexAny(line, "{ "); i > 0 {
+		return line[:i]
+	}
+	return line
+}
+
+func TestEndToEndSimulatedNode(t *testing.T) {
+	e := startExporter(t, "--simulate")
+	raw := scrape(t, e.addr)
+	got := normalize(raw)
+
+	golden := filepath.Join("testdata", "e2e-output.txt")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("/metrics differs from %s (run go test ./cmd/exporter -run EndToEnd -update to accept):\n%s", golden, lineDiff(string(want), got))
+	}
+
+	// Both time-sliced pods map to the same physical GPU.
+	shared := regexp.MustCompile(`containerGpumemoryUsedBytes\{container="worker",gpu_id="([^"]+)".*pod="shared-(a|b)"\}`)
+	ids := map[string]bool{}
+	for _, m := range shared.FindAllStringSubmatch(raw, -1) {
+		ids[m[1]] = true
+	}
+	if len(ids) != 1 {
+		t.Errorf("time-sliced pods map to %d GPUs, want 1: %v", len(ids), ids)
+	}
+	// The unallocated GPU is visible at node level only.
+	const idle = "GPU-00000000-0000-4000-8000-000000000007"
+	if !strings.Contains(raw, `nodeGpuDutyCycle{gpu_id="`+idle) || strings.Contains(raw, `containerGpuDutyCycle{container="`) && regexp.MustCompile(`container[A-Za-z]+\{[^}]*`+idle).MatchString(raw) {
+		t.Errorf("GPU 7 must be visible in node metrics and absent from container metrics")
+	}
+	for _, name := range []string{"containerGpuDutyCycle", "containerGpuRequests", "containerGpuLimits", "containerGpumemoryTotalBytes", "containerGpumemoryUsedBytes", "nodeGpuCapacity", "nodeGpuAllocatable"} {
+		if !strings.Contains(raw, "\n"+name+"{") {
+			t.Errorf("Container Insights metric %s missing", name)
+		}
+	}
+	checkDocumented(t, raw)
+	promtoolCheck(t, raw)
+}
+
+// checkDocumented fails for any exposed family that docs/metrics.md does not name.
+func checkDocumented(t *testing.T, raw string) {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join(tooltest.RepoRoot(), "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(raw, "\n") {
+		name := metricName(line)
+		if name == "" || strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || seen[name] {
+			continue
+		}
+		seen[name] = true
+		if !bytes.Contains(doc, []byte("`"+name+"`")) {
+			t.Errorf("metric %s is exposed but not documented in docs/metrics.md", name)
+		}
+	}
+}
+
+// contractNames are camelCase by contract with Container Insights.
+var contractNames = map[string]bool{
+	"containerGpuDutyCycle": true, "containerGpuRequests": true, "containerGpuLimits": true,
+	"containerGpumemoryTotalBytes": true, "containerGpumemoryUsedBytes": true, "nodeGpuCapacity": true,
+	"nodeGpuAllocatable": true, "nodeGpuDutyCycle": true, "nodeGpumemoryTotalBytes": true, "nodeGpumemoryUsedBytes": true,
+}
+
+func promtoolCheck(t *testing.T, raw string) {
+	t.Helper()
+	promtool := tooltest.Require(t, "promtool")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(raw)
+	out, _ := cmd.CombinedOutput() // exit 1 on any finding; the findings are judged below
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(line, " ")
+		if contractNames[name] && strings.Contains(line, "camelCase") {
+			continue
+		}
+		t.Errorf("promtool check metrics: %s", line)
+	}
+}
+
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	ws, gs := map[string]bool{}, map[string]bool{}
+	for _, l := range w {
+		ws[l] = true
+	}
+	for _, l := range g {
+		gs[l] = true
+	}
+	var d []string
+	for _, l := range w {
+		if !gs[l] {
+			d = append(d, "- "+l)
+		}
+	}
+	for _, l := range g {
+		if !ws[l] {
+			d = append(d, "+ "+l)
+		}
+	}
+	sort.Strings(d)
+	return strings.Join(d, "\n")
+}
+
+func TestNoGPUNoKubelet(t *testing.T) {
+	e := startExporter(t, "--kubelet.pod-resources-socket="+filepath.Join(t.TempDir(), "absent.sock"), "--kube.node-name=plain-node")
+	raw := scrape(t, e.addr)
+	for _, want := range []string{`kube_gpu_exporter_up{source="nvml"} 0`, `kube_gpu_exporter_up{source="kubelet"} 0`} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("missing %s in:\n%s", want, raw)
+		}
+	}
+	if strings.Contains(raw, "nodeGpu") || strings.Contains(raw, "containerGpu") {
+		t.Errorf("GPU series served without NVML or kubelet")
+	}
+	scrape(t, e.addr) // a second scrape must not log the same conditions again
+	log := e.Log()
+	if n := strings.Count(log, "NVML unavailable"); n != 1 {
+		t.Errorf("NVML failure logged %d times, want once:\n%s", n, log)
+	}
+	if n := strings.Count(log, "kubelet pod-resources unavailable"); n != 1 {
+		t.Errorf("kubelet failure logged %d times, want once:\n%s", n, log)
+	}
+}
+
+func TestBadFlagsAndScenarios(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("gpus: 2\npods:\n  - namespace: a\n    name: b\n    containres: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	semantic := filepath.Join(t.TempDir(), "semantic.yaml")
+	if err := os.WriteFile(semantic, []byte("gpus: 1\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"3\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nvml.duty-cycle-window=forever"}, "--nvml.duty-cycle-window"},
+		{[]string{"--nvml.poll-interval=30s"}, "--nvml.poll-interval"},
+		{[]string{"--kubelet.timeout=0s"}, "--kubelet.timeout"},
+		{[]string{"--kubelet.max-recv-msg-size=1KiB"}, "--kubelet.max-recv-msg-size"},
+		{[]string{"--gpu.resource=gpu"}, "--gpu.resource"},
+		{[]string{"--web.telemetry-path=metrics"}, "--web.telemetry-path"},
+		{[]string{"--no-such-flag"}, "--no-such-flag"},
+		{[]string{"--simulate.scenario=" + bad}, "line 5"},
+		{[]string{"--simulate.scenario=" + semantic}, "pods[0].containers[0].devices[0]"},
+		{[]string{"--simulate.scenario=/nonexistent.yaml"}, "/nonexistent.yaml"},
+	}
+	for _, tt := range tests {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, exporterBinary(t), append(tt.args, "--web.listen-address="+freeAddr(t))...).CombinedOutput()
+		cancel()
+		if err == nil {
+			t.Errorf("%v: exited 0, want an error", tt.args)
+			continue
+		}
+		if !strings.Contains(string(out), tt.want) {
+			t.Errorf("%v: output does not name %q:\n%s", tt.args, tt.want, out)
+		}
+	}
+}
