@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -44,6 +45,7 @@ func newHandler(o *options, coll *collector.Collector, logger *slog.Logger) (htt
 		Description: "Per-container and per-node GPU usage, requests, limits, capacity and allocatable for Kubernetes",
 		Version:     version.Info(),
 		Links:       []web.LandingLinks{{Address: o.metricsPath, Text: "Metrics"}},
+		Profiling:   strconv.FormatBool(o.pprof),
 	})
 	if err != nil {
 		return nil, err
@@ -51,6 +53,13 @@ func newHandler(o *options, coll *collector.Collector, logger *slog.Logger) (htt
 	mux := http.NewServeMux()
 	mux.Handle("GET "+o.metricsPath, metrics)
 	mux.Handle("GET /{$}", landing)
+	if o.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux, nil
 }
 

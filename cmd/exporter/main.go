@@ -53,6 +53,7 @@ type options struct {
 	resources      []string
 	simulate       bool
 	scenario       string
+	pprof          bool
 	log            *promslog.Config
 }
 
@@ -76,6 +77,7 @@ func parseFlags(args []string) (*options, *kingpin.Application, error) {
 		Default(resource.DefaultAll...).StringsVar(&o.resources)
 	app.Flag("simulate", "Serve a built-in simulated node (8 GPUs, several pods) instead of real hardware.").BoolVar(&o.simulate)
 	app.Flag("simulate.scenario", "Serve a simulated node described by this YAML file (see docs/simulation.md); implies --simulate.").PlaceHolder("FILE").StringVar(&o.scenario)
+	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
 	promslogflag.AddFlags(app, o.log)
 	app.Version(version.Print(name))
 	app.HelpFlag.Short('h')
