@@ -365,6 +365,7 @@ func TestHelmSchemaRejectsTypos(t *testing.T) {
 		"podResources.readonly=false",
 		"image.pullPolicy=Sometimes",
 		"extraArgs[0]=nvml.poll-interval=1s",
+		"exporter.kubeletMaxRecvMsgSize=67108864",
 	} {
 		out, err := runErr(helm, "template", "x", chartDir, "--set", set)
 		if err == nil {
