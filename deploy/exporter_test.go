@@ -337,4 +337,3 @@ func get(t *testing.T, url string, auth *[2]string, wantStatus int) string {
 	}
 	return string(body)
 }
-
