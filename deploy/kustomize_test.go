@@ -92,4 +92,3 @@ func dropLabels(m map[string]any, path ...string) {
 		delete(labels, l)
 	}
 }
-
