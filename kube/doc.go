@@ -1,0 +1,52 @@
+// Package kube reads what the Kubernetes API knows about GPUs on this node:
+// the GPU requests and limits of every container of the pods bound to it,
+// and the node's GPU capacity and allocatable. The kubelet's pod-resources
+// API says which devices a container was given; only the API server knows
+// what the pod spec asked for and what the node advertises, which is what
+// the containerGpuRequests, containerGpuLimits, nodeGpuCapacity and
+// nodeGpuAllocatable metrics report.
+//
+// # Scope
+//
+// The exporter runs as a DaemonSet, one instance per node, so a Watcher
+// reads only its own node, with two informers:
+//
+//   - Node, field selector metadata.name=<node>;
+//   - Pod, all namespaces, field selector spec.nodeName=<node>.
+//
+// Nothing cluster-wide is listed or watched: the API server's load grows
+// with the pods of one node per exporter, and the RBAC needed is get, list
+// and watch on pods and nodes. A transform (cache.TransformFunc) rebuilds
+// each object with only the fields read here (names, UIDs, GPU entries of
+// resources, phase, container IDs) before it is cached, so labels,
+// annotations, managed fields, environment, images and the node's image
+// list do not stay in memory.
+//
+// # Scrape path
+//
+// Watcher.Snapshot reads the informer stores and never calls the API
+// server, so a slow or unreachable API server cannot slow a scrape. Its
+// output is sorted so the exposition is stable. The Snapshot also carries
+// lookups from pod UID and from runtime container ID (as in
+// status.containerStatuses[].containerID, scheme stripped) to names, for
+// attributing GPU processes found through their cgroups.
+//
+// # Health
+//
+// Every list and watch request goes through a wrapper that records its
+// outcome, and the informers' watch error handler records errors that end
+// a list/watch cycle. An informer is healthy while its watch is open: any
+// failed request makes it unhealthy, and it becomes healthy again only when
+// a new watch opens (a successful list is not enough, since it does not
+// prove the cache follows changes). Snapshot.Healthy is true when both
+// informers are healthy; the collector exports it as
+// kube_gpu_exporter_up{source="kubernetes"}. Meanwhile the informers keep
+// their last state, and Snapshot keeps serving it: during an API outage the
+// request and capacity metrics stay at their last known values rather than
+// disappearing. Routine watch endings (timeouts, expired resource versions)
+// are not errors.
+//
+// Pure functions PodContainerResources and NodeGPUResources hold the rules
+// (terminal pods excluded, a missing request or limit taken from the other,
+// init and sidecar containers included) so they can be tested on their own.
+package kube
