@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,6 +205,12 @@ func errorReason(err error) string {
 	case codes.Unavailable:
 		return "unavailable"
 	case codes.ResourceExhausted:
+		// gRPC reports a reply over MaxRecvMsgSize with the same code as
+		// the kubelet's rate limiter; the remedies differ (raise
+		// --kubelet.max-recv-msg-size, or find the other clients).
+		if strings.Contains(status.Convert(err).Message(), "larger than max") {
+			return "message_too_large"
+		}
 		return "rate_limited"
 	case codes.Unimplemented:
 		return "unimplemented"
