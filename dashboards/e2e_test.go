@@ -89,7 +89,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	began := time.Now()
 
 	exporterAddr := freeAddr(t)
-	start(t, filepath.Join(tmp, "exporter.log"), exporter, "--simulate", "--web.listen-address="+exporterAddr)
+	exp := start(t, filepath.Join(tmp, "exporter.log"), exporter, "--simulate", "--web.listen-address="+exporterAddr)
 
 	var ruleFiles []string
 	for _, p := range ruleFilePaths(t) {
@@ -122,7 +122,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 	promAddr := freeAddr(t)
-	start(t, filepath.Join(tmp, "prometheus.log"), promBin,
+	promProc := start(t, filepath.Join(tmp, "prometheus.log"), promBin,
 		"--config.file="+configPath,
 		"--storage.tsdb.path="+filepath.Join(tmp, "tsdb"),
 		"--web.listen-address="+promAddr,
@@ -130,6 +130,11 @@ scrape_configs:
 	prom := newPromAPI(promAddr)
 
 	eventually(t, 30*time.Second, "exporter scraped", func() error {
+		for _, p := range []*process{exp, promProc} {
+			if err := p.exited(); err != nil {
+				t.Fatal(err) // its log follows
+			}
+		}
 		if err := nonEmpty(prom.query(`up{job="kube-gpu-exporter"} == 1`)); err != nil {
 			return fmt.Errorf("target up: %w", err)
 		}

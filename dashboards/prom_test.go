@@ -34,9 +34,25 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
+// process is a program the test started.
+type process struct {
+	name string
+	done chan struct{}
+}
+
+// exited reports, as an error, whether the program has ended.
+func (p *process) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited", p.name)
+	default:
+		return nil
+	}
+}
+
 // start runs a program in its own process group, logging to logPath, and
 // stops the whole group when the test ends.
-func start(t *testing.T, logPath, bin string, args ...string) *exec.Cmd {
+func start(t *testing.T, logPath, bin string, args ...string) *process {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -65,7 +81,7 @@ func start(t *testing.T, logPath, bin string, args ...string) *exec.Cmd {
 			logTail(t, logPath)
 		}
 	})
-	return cmd
+	return &process{name: filepath.Base(bin), done: done}
 }
 
 func logTail(t *testing.T, path string) {
