@@ -382,6 +382,8 @@ func (s *Sampler) pollUtilization(d *tracked, nowUS, cutoff uint64) gonvml.Retur
 		case gonvml.ERROR_NOT_SUPPORTED:
 			s.log.Info("utilization samples not supported; falling back to utilization rates", "gpu_id", d.info.UUID)
 			d.useRates = true
+		case gonvml.ERROR_GPU_IS_LOST:
+			return ret // counted once, by lose
 		default:
 			s.countError(reason(ret))
 			return ret
@@ -398,6 +400,8 @@ func (s *Sampler) pollUtilization(d *tracked, nowUS, cutoff uint64) gonvml.Retur
 	case gonvml.ERROR_NOT_SUPPORTED:
 		s.log.Info("GPU utilization not supported by this device", "gpu_id", d.info.UUID)
 		d.noUtil = true
+	case gonvml.ERROR_GPU_IS_LOST:
+		// counted once, by lose
 	default:
 		s.countError(reason(ret))
 	}
