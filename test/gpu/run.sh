@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Real-GPU validation of kube-gpu-exporter: `make test-gpu`. What it measures
+# and the targets are in docs/gpu-validation.md.
+#
+#   test/gpu/run.sh             build the exporter (and dutyload.cu when nvcc is
+#                               installed), then run TestRealGPU with go test
+#   test/gpu/run.sh --build     only build the test binary and the exporter into
+#                               test/gpu/bin, gzipped (about 25 MB together), to
+#                               carry to a GPU machine without Go
+#   test/gpu/run.sh --prebuilt  run those binaries (no Go needed; nvcc, PyTorch or
+#                               CuPy provide the load)
+#
+# GPU_TEST_OUT=<dir> also writes the result table to <dir>. The test only reads
+# GPU settings; it never changes them.
+set -euo pipefail
+
+if [ -n "${GPU_TEST_OUT:-}" ]; then
+	mkdir -p "$GPU_TEST_OUT"
+	GPU_TEST_OUT=$(cd "$GPU_TEST_OUT" && pwd)
+	export GPU_TEST_OUT
+fi
+cd "$(dirname "$0")/../.."
+root=$PWD
+bin=$root/test/gpu/bin
+mkdir -p "$bin"
+
+export CGO_ENABLED=1
+export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+
+build_exporter() {
+	echo "building the exporter"
+	go build -trimpath -ldflags '-s -w' -o "$bin/kube-gpu-exporter" ./cmd/exporter
+}
+
+# The CUDA load generator, when a CUDA compiler is here; otherwise the test
+# falls back to load/dutyload.py.
+build_load() {
+	if command -v nvcc >/dev/null 2>&1; then
+		echo "building test/gpu/load/dutyload.cu with $(command -v nvcc)"
+		nvcc -O2 -o "$bin/dutyload" test/gpu/load/dutyload.cu
+		export KGE_DUTYLOAD=$bin/dutyload
+	else
+		echo "nvcc not found: the load will be test/gpu/load/dutyload.py (PyTorch or CuPy)"
+	fi
+}
+
+case "${1:-}" in
+"")
+	build_exporter
+	build_load
+	KGE_BINARY=$bin/kube-gpu-exporter go test -tags gpu -run '^TestRealGPU$' -count=1 -v -timeout 8m ./test/gpu/
+	;;
+--build)
+	build_exporter
+	echo "building the test binary"
+	go test -c -tags gpu -trimpath -ldflags '-s -w' -o "$bin/gpu.test" ./test/gpu
+	gzip -9f "$bin/gpu.test" "$bin/kube-gpu-exporter"
+	ls -l "$bin"
+	;;
+--prebuilt)
+	for f in gpu.test kube-gpu-exporter; do
+		if [ -f "$bin/$f.gz" ]; then
+			gzip -dc "$bin/$f.gz" >"$bin/$f"
+			chmod +x "$bin/$f"
+		fi
+		[ -x "$bin/$f" ] || { echo "$bin/$f missing: run test/gpu/run.sh --build first" >&2; exit 1; }
+	done
+	build_load
+	cd test/gpu
+	KGE_BINARY=$bin/kube-gpu-exporter ./bin/gpu.test -test.run '^TestRealGPU$' -test.count=1 -test.v -test.timeout 8m
+	;;
+*)
+	sed -n '2,16p' "$0" >&2
+	exit 2
+	;;
+esac
