@@ -1,0 +1,139 @@
+package simulate
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// FuzzParse feeds arbitrary bytes to the scenario loader. It must never
+// panic, and whatever it accepts must keep the promises validate() makes,
+// so Start can trust a parsed scenario: a known model, 0-64 GPUs, named and
+// unique pods, device entries naming existing GPUs, utilization within
+// 0-100, no negative memory. Small accepted nodes are started, and their
+// NVML mock and kubelet reply must agree with the scenario.
+func FuzzParse(f *testing.F) {
+	f.Add(builtin)
+	f.Add([]byte("gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"1\", \"0::3\"]\n        utilization: {mean: 50, swing: 50, period: 1m}\n        memoryGiB: 3.5\n"))
+	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 1\nallocatable:\n  nvidia.com/gpu.shared: [\"0::0\", \"0::1\"]\n"))
+	f.Add([]byte("gpus: 64\n"))
+	f.Add([]byte("{}"))
+	matcher := resource.MustMatcher(resource.DefaultAll...)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if s.Node == "" || !slices.Contains(ModelNames(), s.Model) || s.GPUs < 0 || s.GPUs > 64 {
+			t.Fatalf("accepted node %q model %q with %d GPUs", s.Node, s.Model, s.GPUs)
+		}
+		checkDev := func(what, d string) {
+			ref, err := ParseDevice(d)
+			if err != nil || ref.GPU < 0 || ref.GPU >= s.GPUs || ref.Replica < -1 {
+				t.Fatalf("%s: accepted device %q (%+v, %v) on a node with %d GPUs", what, d, ref, err, s.GPUs)
+			}
+		}
+		pods := map[string]bool{}
+		for _, p := range s.Pods {
+			key := p.Namespace + "/" + p.Name
+			if p.Namespace == "" || p.Name == "" || pods[key] {
+				t.Fatalf("accepted pod %q (empty or duplicate)", key)
+			}
+			pods[key] = true
+			for _, c := range p.Containers {
+				if c.Name == "" {
+					t.Fatalf("accepted a nameless container in %s", key)
+				}
+				if _, ok := matcher.Vendor(c.Resource); len(c.Devices) > 0 && !ok {
+					t.Fatalf("accepted devices under non-GPU resource %q", c.Resource)
+				}
+				for _, d := range c.Devices {
+					checkDev(key, d)
+				}
+				u := c.Utilization
+				lo, hi := u.Mean-u.Swing, u.Mean+u.Swing
+				if !(lo >= 0 && hi <= 100 && u.Swing >= 0) {
+					t.Fatalf("%s/%s: accepted utilization %+v outside 0-100", key, c.Name, u)
+				}
+				if u.Swing > 0 && u.Period <= 0 {
+					t.Fatalf("%s/%s: accepted a swing without a period", key, c.Name)
+				}
+				if !(c.MemoryGiB >= 0) || math.IsInf(c.MemoryGiB, 0) {
+					t.Fatalf("%s/%s: accepted memoryGiB %v", key, c.Name, c.MemoryGiB)
+				}
+			}
+		}
+		for res, devs := range s.Allocatable {
+			if _, ok := matcher.Vendor(res); !ok {
+				t.Fatalf("accepted allocatable resource %q", res)
+			}
+			for _, d := range devs {
+				checkDev("allocatable."+res, d)
+			}
+		}
+		if s.GPUs > 8 {
+			return // starting big nodes costs more than it finds
+		}
+		startAndCheck(t, s)
+	})
+}
+
+// startAndCheck starts an accepted scenario and checks that the node serves
+// what the scenario says.
+func startAndCheck(t *testing.T, s *Scenario) {
+	at := time.Unix(1_800_000_000, 0)
+	n, err := Start(s, func() time.Time { return at })
+	if err != nil {
+		t.Fatalf("Start on an accepted scenario: %v", err)
+	}
+	defer n.Close()
+	if got, ret := n.NVML.DeviceGetCount(); ret != gonvml.SUCCESS || got != s.GPUs {
+		t.Fatalf("NVML reports %d GPUs (%v), scenario has %d", got, ret, s.GPUs)
+	}
+	for i := 0; i < s.GPUs; i++ {
+		if u := n.Utilization(i, at); !(u >= 0 && u <= 100) {
+			t.Fatalf("GPU %d utilization %v", i, u)
+		}
+		dev, _ := n.NVML.DeviceGetHandleByIndex(i)
+		mem, ret := dev.GetMemoryInfo_v2()
+		if ret != gonvml.SUCCESS || mem.Used > mem.Total {
+			t.Fatalf("GPU %d memory %d of %d (%v)", i, mem.Used, mem.Total, ret)
+		}
+	}
+	if len(s.Pods) == 0 {
+		if n.Socket != "" {
+			t.Fatalf("a scenario without pods serves a kubelet socket")
+		}
+		return
+	}
+	list, err := n.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetPodResources()) != len(s.Pods) {
+		t.Fatalf("kubelet lists %d pods, scenario has %d", len(list.GetPodResources()), len(s.Pods))
+	}
+	uuids := map[string]bool{}
+	for i := 0; i < s.GPUs; i++ {
+		uuids[UUID(i)] = true
+	}
+	for _, p := range list.GetPodResources() {
+		for _, c := range p.GetContainers() {
+			for _, d := range c.GetDevices() {
+				for _, id := range d.GetDeviceIds() {
+					ref, err := podresources.ParseDeviceID(id)
+					if err != nil || !uuids[ref.UUID] {
+						t.Fatalf("kubelet device ID %q names no simulated GPU (%v)", id, err)
+					}
+				}
+			}
+		}
+	}
+}
