@@ -1,0 +1,275 @@
+package collector_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/benchnode"
+)
+
+// The benchmarks below put a number on the exporter's own overhead. Each
+// case is scraped two ways:
+//
+//   - BenchmarkScrape: the path of one HTTP scrape. A fresh registry holding
+//     the collector bound to the scrape's context, Gather, and encoding to
+//     the text exposition format. The collector reads the sampler's snapshot
+//     and the real pod-resources client's cached reply (over a real socket),
+//     joins them and builds const metrics.
+//   - BenchmarkFloor: client_golang alone. The same series (same descriptors,
+//     same label values, same values) built as const metrics from prepared
+//     slices, with no lookups, gathered and encoded the same way.
+//
+// Scrape/floor is what the exporter adds over the cheapest possible exporter
+// of the same series; scripts/bench.sh prints it.
+
+// startCase starts a benchnode case and a Collector over it. The socket lives
+// in a short private directory: unix socket paths are limited to ~108 bytes.
+func startCase(tb testing.TB, c benchnode.Case, cacheTTL time.Duration, now func() time.Time) (*benchnode.Node, *collector.Collector) {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "kge-bench-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	n, err := benchnode.Start(c, dir, cacheTTL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(n.Close)
+	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now}, n.Sampler, n.Kubelet, nil)
+	// Fill the client's cache, so a timed scrape never waits for the kubelet.
+	if _, err := n.Kubelet.Fetch(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return n, coll
+}
+
+// scrape is one scrape as the HTTP handler runs it, less HTTP: a per-request
+// registry, Gather, text encoding. It returns the number of series.
+func scrape(ctx context.Context, c prometheus.Collector, buf *bytes.Buffer) (int, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		return 0, err
+	}
+	return encode(reg, buf)
+}
+
+// encode gathers g and writes the text exposition format to buf.
+func encode(g prometheus.Gatherer, buf *bytes.Buffer) (int, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, err
+	}
+	buf.Reset()
+	enc := expfmt.NewEncoder(buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	n := 0
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return 0, err
+		}
+		n += len(mf.GetMetric())
+	}
+	return n, nil
+}
+
+// prepared is one series, ready to be turned into a const metric.
+type prepared struct {
+	desc   *prometheus.Desc
+	typ    prometheus.ValueType
+	value  float64
+	labels []string
+}
+
+// floor is a collector of prepared series: the least any exporter of these
+// series must do per scrape.
+type floor struct {
+	descs  []*prometheus.Desc
+	series []prepared
+}
+
+func (f *floor) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range f.descs {
+		ch <- d
+	}
+}
+
+func (f *floor) Collect(ch chan<- prometheus.Metric) {
+	for i := range f.series {
+		s := &f.series[i]
+		ch <- prometheus.MustNewConstMetric(s.desc, s.typ, s.value, s.labels...)
+	}
+}
+
+// prepareFloor scrapes c once and keeps what it exposed as plain values: one
+// descriptor per family (its name, help and label names) and every series'
+// label values and value. It reads only the exposition, so it follows the
+// collector's metric set as that changes.
+func prepareFloor(tb testing.TB, c prometheus.Collector) *floor {
+	tb.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f := &floor{}
+	for _, mf := range mfs {
+		var typ prometheus.ValueType
+		switch mf.GetType() {
+		case dto.MetricType_GAUGE:
+			typ = prometheus.GaugeValue
+		case dto.MetricType_COUNTER:
+			typ = prometheus.CounterValue
+		default:
+			tb.Fatalf("family %s has type %s; the floor knows gauges and counters", mf.GetName(), mf.GetType())
+		}
+		var names []string
+		for _, lp := range mf.GetMetric()[0].GetLabel() {
+			names = append(names, lp.GetName())
+		}
+		desc := prometheus.NewDesc(mf.GetName(), mf.GetHelp(), names, nil)
+		f.descs = append(f.descs, desc)
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(names) {
+				tb.Fatalf("family %s mixes label sets", mf.GetName())
+			}
+			s := prepared{desc: desc, typ: typ, value: m.GetGauge().GetValue()}
+			if typ == prometheus.CounterValue {
+				s.value = m.GetCounter().GetValue()
+			}
+			for i, lp := range m.GetLabel() {
+				if lp.GetName() != names[i] {
+					tb.Fatalf("family %s mixes label sets", mf.GetName())
+				}
+				s.labels = append(s.labels, lp.GetValue())
+			}
+			f.series = append(f.series, s)
+		}
+	}
+	return f
+}
+
+// TestFloorMatchesScrape checks that the floor benchmark encodes exactly what
+// a scrape does, so the ratio compares like with like. The collector's clock
+// is frozen so the kubelet call's duration reads the same in both.
+func TestFloorMatchesScrape(t *testing.T) {
+	frozen := func() time.Time { return benchnode.Now }
+	for _, c := range benchnode.Cases() {
+		t.Run(c.Name, func(t *testing.T) {
+			_, coll := startCase(t, c, time.Hour, frozen)
+			var got, want bytes.Buffer
+			n, err := scrape(context.Background(), coll.WithContext(context.Background()), &got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prepareFloor(t, coll))
+			m, err := encode(reg, &want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Fatalf("floor differs from scrape:\n--- scrape\n%s\n--- floor\n%s", got.String(), want.String())
+			}
+			// Every holder has memory total and used, request and limit
+			// (and a duty cycle, but MIG instances have none); every
+			// device its memory total and used.
+			devices := c.GPUs
+			if c.Sharing == benchnode.MIG {
+				devices += c.GPUs * benchnode.MIGPerGPU
+			}
+			if min := 4*c.Holders() + 2*devices; n < min || n != m {
+				t.Fatalf("series: scrape %d, floor %d; want equal and at least %d", n, m, min)
+			}
+		})
+	}
+}
+
+// BenchmarkScrape times one full scrape per case, the kubelet reply served
+// from the client's cache.
+func BenchmarkScrape(b *testing.B) {
+	for _, c := range benchnode.Cases() {
+		b.Run(c.Name, func(b *testing.B) {
+			n, coll := startCase(b, c, time.Hour, nil)
+			calls, polls := n.Kubelet.Calls(), n.Sampler.Polls()
+			ctx := context.Background()
+			var buf bytes.Buffer
+			series := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				var err error
+				if series, err = scrape(ctx, coll.WithContext(ctx), &buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if n.Kubelet.Calls() != calls || n.Sampler.Polls() != polls {
+				b.Fatalf("scrapes reached a source: kubelet calls %d -> %d, polls %d -> %d", calls, n.Kubelet.Calls(), polls, n.Sampler.Polls())
+			}
+			b.ReportMetric(float64(series), "series")
+			b.ReportMetric(float64(buf.Len()), "bytes")
+		})
+	}
+}
+
+// BenchmarkFloor times client_golang alone encoding the same series.
+func BenchmarkFloor(b *testing.B) {
+	for _, c := range benchnode.Cases() {
+		b.Run(c.Name, func(b *testing.B) {
+			_, coll := startCase(b, c, time.Hour, nil)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prepareFloor(b, coll))
+			var buf bytes.Buffer
+			series := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				var err error
+				if series, err = encode(reg, &buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(series), "series")
+			b.ReportMetric(float64(buf.Len()), "bytes")
+		})
+	}
+}
+
+// BenchmarkKubeletFetchUncached times one pod-resources round trip with no
+// cache: List and GetAllocatableResources over the socket, decoding and
+// reduction to GPU containers. A scrape pays it at most once per cache TTL,
+// and concurrent scrapes share it.
+func BenchmarkKubeletFetchUncached(b *testing.B) {
+	for _, c := range benchnode.Cases() {
+		b.Run(c.Name, func(b *testing.B) {
+			n, _ := startCase(b, c, 0, nil)
+			ctx := context.Background()
+			calls := n.Kubelet.Calls()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				s, err := n.Kubelet.Fetch(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(s.Containers) != c.Holders() {
+					b.Fatalf("containers = %d, want %d", len(s.Containers), c.Holders())
+				}
+			}
+			b.StopTimer()
+			if got := n.Kubelet.Calls() - calls; got != uint64(b.N) {
+				b.Fatalf("%d kubelet calls for %d fetches: the cache answered", got, b.N)
+			}
+		})
+	}
+}
