@@ -38,11 +38,18 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
+// launched is a running binary; exited is closed once it has exited, and
+// then cmd.ProcessState holds its status.
+type launched struct {
+	*exporter
+	exited chan struct{}
+}
+
 // launch starts the real binary like startExporter, but waits with ready
 // (TLS, authentication) instead of a plain GET.
-func launch(t *testing.T, ready func(addr string) error, args ...string) *exporter {
+func launch(t *testing.T, ready func(addr string) error, args ...string) *launched {
 	t.Helper()
-	e := &exporter{addr: freeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	e := &launched{exporter: &exporter{addr: freeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}, exited: make(chan struct{})}
 	e.cmd = exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
 	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
 	e.cmd.Stdout = lockedWriter{e.mu, e.log}
@@ -50,7 +57,7 @@ func launch(t *testing.T, ready func(addr string) error, args ...string) *export
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
+	exited := e.exited
 	go func() { _ = e.cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = e.cmd.Process.Signal(syscall.SIGTERM)
@@ -517,7 +524,7 @@ func stableSeries(body string) ([]string, map[string]bool, error) {
 
 // settled forces a garbage collection in the exporter (through pprof's
 // heap endpoint), then returns its live heap, goroutines and RSS.
-func settled(t *testing.T, e *exporter) (heap, goroutines float64, rss int64) {
+func settled(t *testing.T, e *launched) (heap, goroutines float64, rss int64) {
 	t.Helper()
 	// Twice: objects parked in sync.Pools survive one collection.
 	for i := 0; i < 2; i++ {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitExit waits for a launched binary to exit within bound and returns its
+// exit code and how long it took from since.
+func waitExit(t *testing.T, e *launched, since time.Time, bound time.Duration) (int, time.Duration) {
+	t.Helper()
+	select {
+	case <-e.exited:
+	case <-time.After(bound):
+		_ = e.cmd.Process.Kill()
+		<-e.exited
+		t.Fatalf("still running %v after the signal\nlog:\n%s", bound, e.Log())
+	}
+	return e.cmd.ProcessState.ExitCode(), time.Since(since)
+}
+
+// TestSignalsWhenIdle: SIGTERM (what the kubelet sends) and SIGINT end an
+// idle exporter at once with exit code 0.
+func TestSignalsWhenIdle(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		e := launch(t, plainReady, "--simulate")
+		scrape(t, e.addr)
+		begin := time.Now()
+		if err := e.cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		code, took := waitExit(t, e, begin, 3*time.Second)
+		if code != 0 {
+			t.Errorf("%v: exit code %d\nlog:\n%s", sig, code, e.Log())
+		}
+		if !strings.Contains(e.Log(), "shutting down") {
+			t.Errorf("%v: no shutdown logged:\n%s", sig, e.Log())
+		}
+		t.Logf("%v: exited in %v", sig, took.Round(time.Millisecond))
+	}
+}
+
+// TestSIGTERMDuringScrape sends SIGTERM while a scrape is held inside a
+// kubelet call that does not answer (a pod-resources server that never
+// replies, with --kubelet.timeout far beyond the grace period). The
+// listener closes at once, so no new scrape is taken in, and the process
+// still ends cleanly, exit code 0, within its 5s drain bound (6s here) —
+// well inside the kubelet's default 30s grace period.
+func TestSIGTERMDuringScrape(t *testing.T) {
+	t.Parallel()
+	k := newTestKubelet(2, 2)
+	sock := serveKubelet(t, k)
+	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, 2), "--kubelet.pod-resources-socket="+sock,
+		"--kubelet.timeout=60s", "--kubelet.cache-ttl=0s")
+
+	k.hold.Store(true)
+	calls := k.calls.Load()
+	scraped := make(chan error, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + e.addr + "/metrics")
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		scraped <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for k.calls.Load() == calls {
+		if time.Now().After(deadline) {
+			t.Fatal("the scrape never reached the kubelet")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	begin := time.Now()
+	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The listener closes at once: new connections are refused, not queued.
+	refused := false
+	for time.Since(begin) < 2*time.Second {
+		c, err := net.DialTimeout("tcp", e.addr, 200*time.Millisecond)
+		if err != nil {
+			refused = true
+			break
+		}
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !refused {
+		t.Error("still accepting connections 2s after SIGTERM")
+	}
+	code, took := waitExit(t, e, begin, 6*time.Second)
+	if code != 0 {
+		t.Fatalf("exit code %d after SIGTERM during a scrape\nlog:\n%s", code, e.Log())
+	}
+	select {
+	case err := <-scraped:
+		t.Logf("exited %v after SIGTERM; the held scrape ended with: %v", took.Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Error("the held scrape's connection outlived the process")
+	}
+}
