@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 
@@ -101,8 +103,43 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reg = prometheus.WrapRegistererWith(h.labels, scrape)
 	}
 	reg.MustRegister(h.coll.WithContext(ctx))
-	promhttp.HandlerFor(prometheus.Gatherers{h.static, scrape}, promhttp.HandlerOpts{
+	promhttp.HandlerFor(disjoint{h.static, scrape}, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(h.logger.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP(w, r)
+}
+
+// disjoint gathers two registries that expose no metric name in common (the
+// process-wide collectors and the per-scrape collector) and merges their
+// families, which each registry has already checked and sorted.
+// prometheus.Gatherers would check and sort every series a second time,
+// which on a large node costs a fifth of the scrape. Should both ever expose
+// the same name, it falls back to prometheus.Gatherers and its checks.
+type disjoint [2]prometheus.Gatherer
+
+func (d disjoint) Gather() ([]*dto.MetricFamily, error) {
+	a, errA := d[0].Gather()
+	b, errB := d[1].Gather()
+	out := make([]*dto.MetricFamily, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch na, nb := a[i].GetName(), b[j].GetName(); {
+		case na < nb:
+			out = append(out, a[i])
+			i++
+		case nb < na:
+			out = append(out, b[j])
+			j++
+		default:
+			return prometheus.Gatherers{d[0], d[1]}.Gather()
+		}
+	}
+	out = append(append(out, a[i:]...), b[j:]...)
+	var errs prometheus.MultiError
+	for k, err := range []error{errA, errB} {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("[from Gatherer #%d] %w", k+1, err))
+		}
+	}
+	return out, errs.MaybeUnwrap()
 }
