@@ -257,8 +257,8 @@ func run(o options) error {
 		if len(samples) == 0 {
 			return
 		}
-		s := samples[len(samples)-1]
-		fmt.Printf("%8s %9.1f %10.0f %12.1f %7d %6d %8d %8d %6d %6d\n", s.at.Round(time.Second), float64(s.rssKiB)/1024, s.goroutines,
+		s := samples[len(samples)-1] // the latest sample, at most -sample old
+		fmt.Printf("%8s %9.1f %10.0f %12.1f %7d %6d %8d %8d %6d %6d\n", time.Since(start).Round(time.Second), float64(s.rssKiB)/1024, s.goroutines,
 			s.heapInuse/(1<<20), s.series, s.alive, scrapes, failed, stale, missing)
 	}
 	deadline := time.After(o.duration)
