@@ -56,9 +56,13 @@ type Container struct {
 	Name     string `yaml:"name"`
 	Resource string `yaml:"resource"`
 	// Devices are GPU indexes ("3") or replicas of a shared GPU ("6::1").
-	Devices     []string `yaml:"devices"`
-	Utilization Wave     `yaml:"utilization"`
-	MemoryGiB   float64  `yaml:"memoryGiB"`
+	Devices []string `yaml:"devices"`
+	// UnallocatedDevices are GPUs the container uses without having been
+	// allocated them (NVIDIA_VISIBLE_DEVICES=all in its image, say): real
+	// use that no holder accounts for.
+	UnallocatedDevices []string `yaml:"unallocatedDevices"`
+	Utilization        Wave     `yaml:"utilization"`
+	MemoryGiB          float64  `yaml:"memoryGiB"`
 }
 
 // Wave is a utilization that moves as a sine: mean ± swing over period.
@@ -184,15 +188,17 @@ func (s *Scenario) validate() error {
 				}
 			}
 			checkDevs(cpath+".devices", c.Devices)
+			checkDevs(cpath+".unallocatedDevices", c.UnallocatedDevices)
 			u := c.Utilization
-			if u.Mean < 0 || u.Mean > 100 || u.Swing < 0 || u.Mean-u.Swing < 0 || u.Mean+u.Swing > 100 {
+			// Written so that NaN fails every comparison and is refused.
+			if !(u.Mean >= 0 && u.Swing >= 0 && u.Mean-u.Swing >= 0 && u.Mean+u.Swing <= 100) {
 				bad(cpath+".utilization", "mean±swing must stay within 0-100")
 			}
 			if u.Swing > 0 && u.Period <= 0 {
 				bad(cpath+".utilization.period", "required when swing is set")
 			}
-			if c.MemoryGiB < 0 {
-				bad(cpath+".memoryGiB", "must not be negative")
+			if !(c.MemoryGiB >= 0 && c.MemoryGiB <= 1<<20) {
+				bad(cpath+".memoryGiB", "must be a number between 0 and 1048576")
 			}
 		}
 	}
