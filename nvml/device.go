@@ -49,6 +49,26 @@ type Reading struct {
 	// MemoryUsed is in bytes; valid when HasMemory.
 	MemoryUsed uint64
 	HasMemory  bool
+	// Processes are the compute processes on the device, when the sampler
+	// collects them (Config.Processes) and ProcessesOK.
+	Processes []Process
+	// ProcessesOK is true when per-process data was read this poll; when
+	// false, ProcessesReason says why (e.g. "not_supported").
+	ProcessesOK     bool
+	ProcessesReason string
+}
+
+// Process is one compute process on a device.
+type Process struct {
+	PID uint32
+	// MemoryUsed is in bytes; valid when HasMemory (NVML may withhold it).
+	MemoryUsed uint64
+	HasMemory  bool
+	// SMUtil is the process's SM utilization averaged over the duty-cycle
+	// window, 0-100; polls in which NVML sampled the process but reported no
+	// activity count as 0.
+	SMUtil  float64
+	HasUtil bool
 }
 
 // migProfile extracts "1g.10gb" from a MIG device name such as

@@ -26,7 +26,10 @@ type Config struct {
 	// RediscoverInterval is how often devices are enumerated again, to pick
 	// up MIG layout changes and devices that came back.
 	RediscoverInterval time.Duration
-	Logger             *slog.Logger
+	// Processes turns on per-process collection (running compute and MPS
+	// processes, per-process SM utilization) for attributing shared GPUs.
+	Processes bool
+	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -55,6 +58,12 @@ type tracked struct {
 	noUtil   bool // no utilization at all (MIG instances without GPM)
 	memV1    bool // GetMemoryInfo_v2 unsupported
 	lost     bool
+
+	// Per-process state.
+	procs       map[uint32]*window // per-PID SM utilization, one point per poll
+	lastProcTS  uint64             // newest process-utilization sample seen
+	procReason  string             // why per-process data is unavailable, once known
+	noMPSListed bool               // GetMPSComputeRunningProcesses unsupported
 }
 
 // Sampler polls NVML in the background. It is the only caller of NVML, so
@@ -218,6 +227,7 @@ func (s *Sampler) discover() {
 	keep := func(t *tracked) {
 		if prev, ok := old[t.info.UUID]; ok {
 			t.win, t.useRates, t.noUtil, t.memV1 = prev.win, prev.useRates, prev.noUtil, prev.memV1
+			t.procs, t.lastProcTS, t.procReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.noMPSListed
 		}
 		found = append(found, t)
 	}
@@ -336,6 +346,11 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 		}
 		d.win.trim(cutoff)
 		r.DutyCycle, r.HasDutyCycle = d.win.mean(cutoff)
+	}
+	if s.cfg.Processes && !d.info.MIGEnabled {
+		if ret := s.pollProcesses(d, &r, nowUS, cutoff); ret == gonvml.ERROR_GPU_IS_LOST {
+			return s.lose(d)
+		}
 	}
 	used, total, ret := s.memory(d)
 	switch ret {
