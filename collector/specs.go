@@ -1,0 +1,80 @@
+package collector
+
+import (
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
+)
+
+// KubeSnapshotter is what the collector needs of kube.Watcher.
+type KubeSnapshotter interface {
+	Snapshot() kube.Snapshot
+}
+
+// KubeSpecs adapts a kube.Watcher (or nil, when the API is not in use) to
+// SpecSource. Until the informers have synced once there are no specs and
+// the kubelet/NVML fallback is used; after that the informers' last state is
+// served even while the API server is unreachable.
+type KubeSpecs struct {
+	W KubeSnapshotter
+}
+
+// Specs implements SpecSource.
+func (k KubeSpecs) Specs() (*Specs, bool) {
+	if k.W == nil {
+		return nil, false
+	}
+	snap := k.W.Snapshot()
+	if !snap.Synced {
+		return nil, false
+	}
+	return SpecsFromKube(snap), snap.Healthy
+}
+
+// Errors implements SpecSource.
+func (k KubeSpecs) Errors() map[string]uint64 {
+	if k.W == nil {
+		return nil
+	}
+	snap := k.W.Snapshot()
+	return map[string]uint64{"list": snap.ListErrors, "watch": snap.WatchErrors}
+}
+
+// SpecsFromKube converts the informers' view into the collector's plain data.
+func SpecsFromKube(s kube.Snapshot) *Specs {
+	out := &Specs{NodeFound: s.Node.Found, Lookup: s}
+	out.Containers = make([]ContainerResource, 0, len(s.Containers))
+	for _, c := range s.Containers {
+		out.Containers = append(out.Containers, ContainerResource{
+			Namespace: c.Namespace, Pod: c.Pod, Container: c.Container,
+			Resource: c.Resource, Vendor: c.Vendor, Request: c.Request, Limit: c.Limit,
+		})
+	}
+	byRes := map[string]*NodeResource{}
+	var order []string
+	get := func(res, vendor string) *NodeResource {
+		if r, ok := byRes[res]; ok {
+			return r
+		}
+		r := &NodeResource{Resource: res, Vendor: vendor}
+		byRes[res] = r
+		order = append(order, res)
+		return r
+	}
+	for _, q := range s.Node.Capacity {
+		r := get(q.Resource, q.Vendor)
+		r.Capacity, r.HasCapacity = q.Value, true
+	}
+	for _, q := range s.Node.Allocatable {
+		r := get(q.Resource, q.Vendor)
+		r.Allocatable, r.HasAllocatable = q.Value, true
+	}
+	for _, res := range sortedStrings(order) {
+		out.Node = append(out.Node, *byRes[res])
+	}
+	return out
+}
+
+// PodLookup resolves the pod UIDs and container IDs found in cgroups.
+type PodLookup interface {
+	PodByUID(uid string) (kube.PodRef, bool)
+	ContainerByID(id string) (kube.ContainerRef, bool)
+}
