@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
@@ -50,7 +51,11 @@ type Config struct {
 	// NVMLStaleAfter marks NVML down when the sampler has not finished a poll
 	// for this long (an NVML call that hangs must not freeze the numbers).
 	NVMLStaleAfter time.Duration
-	Logger         *slog.Logger
+	// PerProcess turns on per-process attribution of shared devices; Procfs
+	// is where the processes' cgroups are read (the host's /proc).
+	PerProcess bool
+	Procfs     cgroup.Reader
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -68,6 +73,12 @@ type Collector struct {
 	nodeCapacity, nodeAllocatable                      *prometheus.Desc
 	nodeDuty, nodeMemTotal, nodeMemUsed                *prometheus.Desc
 	up, duration, errors, unmatched                    *prometheus.Desc
+	attribution, unattrDuty, unattrMem                 *prometheus.Desc
+
+	noAttribution string // why per-process attribution is off everywhere, or ""
+
+	ownerMu sync.Mutex
+	owners  map[uint32]OwnerResult // cgroup owners of GPU processes, by PID
 
 	logMu  sync.Mutex
 	logged map[string]bool
@@ -80,6 +91,7 @@ var (
 	resourceLabels = []string{"node", "namespace", "pod", "container", "resource", "gpu_vendor"}
 	nodeResLabels  = []string{"node", "resource", "gpu_vendor"}
 	deviceLabels   = []string{"node", "gpu_id", "gpu_model", "gpu_vendor"}
+	unattrLabels   = []string{"node", "gpu_id", "gpu_model", "gpu_vendor", "namespace", "pod"}
 )
 
 // New builds a Collector. kubelet and specs may be nil: without the kubelet
@@ -98,8 +110,8 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 	d := func(name, help string, labels []string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
-	return &Collector{
-		cfg: cfg, nvml: nv, kubelet: kubelet, specs: specs,
+	c := &Collector{
+		cfg: cfg, nvml: nv, kubelet: kubelet, specs: specs, owners: map[uint32]OwnerResult{},
 		containerDuty:     d("containerGpuDutyCycle", "Percentage of time over the duty-cycle window during which the GPU (or MIG instance) held by the container was busy (0-100).", usageLabels),
 		containerMemTotal: d("containerGpumemoryTotalBytes", "GPU memory in bytes available to the container on the device (the GPU's, or the MIG instance's).", usageLabels),
 		containerMemUsed:  d("containerGpumemoryUsedBytes", "GPU memory in bytes in use on the device (or MIG instance) held by the container.", usageLabels),
@@ -114,8 +126,21 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		duration:          d(Namespace+"_scrape_duration_seconds", "Seconds spent reading the source: the last NVML poll, or this scrape's kubelet call.", []string{"source"}),
 		errors:            d(Namespace+"_errors_total", "Errors met reading a source, by reason.", []string{"source", "reason"}),
 		unmatched:         d(Namespace+"_unmatched_devices", "Device IDs the kubelet allocated that match no NVML device; such containers have no usage series.", nil),
+		attribution:       d(Namespace+"_attribution_info", "How the container numbers of a device held by containers are obtained: mode exclusive, per_process or device (reason says why per-process data could not be used).", []string{"node", "gpu_id", "mode", "reason"}),
+		unattrDuty:        d("kube_gpu_unattributed_duty_cycle", "SM utilization (0-100) on the device, averaged over the duty-cycle window, of processes belonging to no container that holds it; namespace and pod name their pod when their cgroup names one.", unattrLabels),
+		unattrMem:         d("kube_gpu_unattributed_memory_used_bytes", "GPU memory in bytes on the device held by processes belonging to no container that holds it.", unattrLabels),
 		logged:            map[string]bool{},
 	}
+	switch {
+	case !cfg.PerProcess:
+		c.noAttribution = "disabled"
+	default:
+		if err := cfg.Procfs.Available(); err != nil {
+			c.noAttribution = "no_procfs"
+			cfg.Logger.Warn("per-process attribution impossible: shared GPUs get device-wide numbers", "err", err)
+		}
+	}
+	return c
 }
 
 // Describe sends every descriptor.
@@ -123,7 +148,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.containerDuty, c.containerMemTotal, c.containerMemUsed, c.containerRequests, c.containerLimits,
 		c.nodeCapacity, c.nodeAllocatable, c.nodeDuty, c.nodeMemTotal, c.nodeMemUsed,
-		c.up, c.duration, c.errors, c.unmatched,
+		c.up, c.duration, c.errors, c.unmatched, c.attribution, c.unattrDuty, c.unattrMem,
 	} {
 		ch <- d
 	}
@@ -182,12 +207,39 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		h.HasKube = true
 		in.Specs, h.KubeUp = c.specs.Specs()
 	}
+	in.NoAttribution = c.noAttribution
+	if in.NoAttribution == "" && in.Specs != nil {
+		in.Owners = c.resolveOwners(in.Devices)
+	}
 
 	v := Join(in)
 	for _, id := range v.Unmatched {
 		c.logOnce("unmatched:"+id, "kubelet device ID matches no NVML device; its container gets no usage series", "device_id", id)
 	}
 	return v, h
+}
+
+// resolveOwners reads the cgroup of every GPU process not seen before; PIDs
+// no longer on any device are forgotten, so a reused PID is read afresh.
+func (c *Collector) resolveOwners(devs []nvml.Reading) map[uint32]OwnerResult {
+	c.ownerMu.Lock()
+	defer c.ownerMu.Unlock()
+	next := make(map[uint32]OwnerResult, len(c.owners))
+	for i := range devs {
+		for _, p := range devs[i].Processes {
+			if _, done := next[p.PID]; done {
+				continue
+			}
+			res, ok := c.owners[p.PID]
+			if !ok {
+				o, err := c.cfg.Procfs.Owner(p.PID)
+				res = OwnerResult{Owner: o, Err: err}
+			}
+			next[p.PID] = res
+		}
+	}
+	c.owners = next
+	return next
 }
 
 // Health is the per-source state of one scrape.
@@ -220,15 +272,23 @@ func (c *Collector) emit(ch chan<- prometheus.Metric, v View) {
 	}
 	for _, u := range v.Usage {
 		d := u.Device
-		if d.HasDutyCycle {
-			ch <- prometheus.MustNewConstMetric(c.containerDuty, prometheus.GaugeValue, d.DutyCycle, node, u.Namespace, u.Pod, u.Container, d.UUID, d.Name, vendor)
+		if u.HasDutyCycle {
+			ch <- prometheus.MustNewConstMetric(c.containerDuty, prometheus.GaugeValue, u.DutyCycle, node, u.Namespace, u.Pod, u.Container, d.UUID, d.Name, vendor)
 		}
 		if d.MemoryTotal > 0 {
 			ch <- prometheus.MustNewConstMetric(c.containerMemTotal, prometheus.GaugeValue, float64(d.MemoryTotal), node, u.Namespace, u.Pod, u.Container, d.UUID, d.Name, vendor)
 		}
-		if d.HasMemory {
-			ch <- prometheus.MustNewConstMetric(c.containerMemUsed, prometheus.GaugeValue, float64(d.MemoryUsed), node, u.Namespace, u.Pod, u.Container, d.UUID, d.Name, vendor)
+		if u.HasMemory {
+			ch <- prometheus.MustNewConstMetric(c.containerMemUsed, prometheus.GaugeValue, float64(u.MemoryUsed), node, u.Namespace, u.Pod, u.Container, d.UUID, d.Name, vendor)
 		}
+	}
+	for _, a := range v.Attribution {
+		ch <- prometheus.MustNewConstMetric(c.attribution, prometheus.GaugeValue, 1, node, a.Device.UUID, a.Mode, a.Reason)
+	}
+	for _, u := range v.Unattributed {
+		d := u.Device
+		ch <- prometheus.MustNewConstMetric(c.unattrDuty, prometheus.GaugeValue, u.DutyCycle, node, d.UUID, d.Name, vendor, u.Namespace, u.Pod)
+		ch <- prometheus.MustNewConstMetric(c.unattrMem, prometheus.GaugeValue, float64(u.MemoryUsed), node, d.UUID, d.Name, vendor, u.Namespace, u.Pod)
 	}
 	for _, r := range v.Requests {
 		ch <- prometheus.MustNewConstMetric(c.containerRequests, prometheus.GaugeValue, r.Request, node, r.Namespace, r.Pod, r.Container, r.Resource, r.Vendor)

@@ -3,6 +3,7 @@ package collector
 import (
 	"sort"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
@@ -21,6 +22,11 @@ type Inputs struct {
 	Specs *Specs
 	// Matcher selects GPU resources and their vendor.
 	Matcher *resource.Matcher
+	// Owners maps the PIDs of the devices' processes to their cgroup owner.
+	Owners map[uint32]OwnerResult
+	// NoAttribution, when set, is why per-process attribution is off for
+	// every device ("disabled", "no_procfs", "no_kubernetes_api").
+	NoAttribution string
 }
 
 // Specs is what the Kubernetes API says about this node's GPUs. When present
@@ -30,13 +36,48 @@ type Specs struct {
 	// NodeFound is false when the Node object has not been seen.
 	NodeFound bool
 	Node      []NodeResource
+	// Lookup resolves pod UIDs and container IDs; nil when unknown.
+	Lookup PodLookup
 }
 
 // Usage is one container's use of one device (a GPU or a MIG instance).
 // Replicas of one device held by the same container collapse into one Usage.
+// Its readings are the device's, or the container's own processes' when the
+// device is shared and per-process attribution is possible.
 type Usage struct {
 	Namespace, Pod, Container string
 	Device                    *nvml.Reading
+	DutyCycle                 float64
+	HasDutyCycle              bool
+	MemoryUsed                uint64
+	HasMemory                 bool
+}
+
+// Attribution says how the container numbers of one device were obtained.
+type Attribution struct {
+	Device *nvml.Reading
+	// Mode is "exclusive" (one holder: device-wide numbers are its own),
+	// "per_process" (shared; each holder's own processes) or "device"
+	// (shared; device-wide numbers for every holder, Reason says why).
+	Mode, Reason string
+}
+
+// Unattributed is GPU use on a device by processes that belong to no
+// container holding it: a pod that set NVIDIA_VISIBLE_DEVICES=all without
+// requesting a GPU (Namespace/Pod name it), or a host process (both empty).
+type Unattributed struct {
+	Device         *nvml.Reading
+	Namespace, Pod string
+	DutyCycle      float64
+	MemoryUsed     uint64
+}
+
+// OwnerResult is what the cgroup of a GPU process said.
+type OwnerResult struct {
+	Owner cgroup.Owner
+	// Err is cgroup.ErrNotInPod for host processes, another error when the
+	// process could not be read (no host procfs, exited).
+	Err error
 }
 
 // ContainerResource is one container's request and limit of one GPU resource.
@@ -57,11 +98,13 @@ type NodeResource struct {
 
 // View is the joined, sorted result a scrape turns into metrics.
 type View struct {
-	Devices   []nvml.Reading
-	Usage     []Usage
-	Requests  []ContainerResource
-	Node      []NodeResource
-	Unmatched []string
+	Devices      []nvml.Reading
+	Usage        []Usage
+	Attribution  []Attribution
+	Unattributed []Unattributed
+	Requests     []ContainerResource
+	Node         []NodeResource
+	Unmatched    []string
 }
 
 // deviceIndex resolves parsed kubelet device IDs to NVML devices.
@@ -144,7 +187,10 @@ func Join(in Inputs) View {
 					continue // another replica of a device this container already holds
 				}
 				seen[k] = true
-				v.Usage = append(v.Usage, Usage{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d})
+				v.Usage = append(v.Usage, Usage{
+					Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d,
+					DutyCycle: d.DutyCycle, HasDutyCycle: d.HasDutyCycle, MemoryUsed: d.MemoryUsed, HasMemory: d.HasMemory,
+				})
 			}
 		}
 		sort.Strings(v.Unmatched)
@@ -162,10 +208,14 @@ func Join(in Inputs) View {
 			return a.Device.UUID < b.Device.UUID
 		})
 	}
+	attribute(&v, in)
 
-	if in.Specs != nil {
+	switch {
+	case in.Specs != nil && in.Kubelet != nil:
+		v.Requests = mergeRequests(in.Specs.Containers, kubeletRequests(in.Kubelet, in.Matcher))
+	case in.Specs != nil:
 		v.Requests = in.Specs.Containers
-	} else if in.Kubelet != nil {
+	case in.Kubelet != nil:
 		v.Requests = kubeletRequests(in.Kubelet, in.Matcher)
 	}
 
@@ -175,6 +225,50 @@ func Join(in Inputs) View {
 		v.Node = fallbackNode(in, ix)
 	}
 	return v
+}
+
+// mergeRequests takes the pod specs' requests and limits, and adds the
+// kubelet's counts for pods the informer has not seen yet (just admitted, or
+// the API server unreachable since before they were created), so a container
+// holding GPUs is never without a request series.
+func mergeRequests(specs, kubelet []ContainerResource) []ContainerResource {
+	known := make(map[[2]string]bool, len(specs))
+	for _, c := range specs {
+		known[[2]string{c.Namespace, c.Pod}] = true
+	}
+	out := specs
+	added := false
+	for _, c := range kubelet {
+		if !known[[2]string{c.Namespace, c.Pod}] {
+			if !added {
+				out = append([]ContainerResource(nil), specs...)
+				added = true
+			}
+			out = append(out, c)
+		}
+	}
+	if added {
+		sort.SliceStable(out, func(i, j int) bool {
+			a, b := out[i], out[j]
+			if a.Namespace != b.Namespace {
+				return a.Namespace < b.Namespace
+			}
+			if a.Pod != b.Pod {
+				return a.Pod < b.Pod
+			}
+			if a.Container != b.Container {
+				return a.Container < b.Container
+			}
+			return a.Resource < b.Resource
+		})
+	}
+	return out
+}
+
+func sortedStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
 }
 
 // kubeletRequests counts the device IDs the kubelet allocated: what a

@@ -1,0 +1,163 @@
+package collector
+
+import (
+	"errors"
+	"sort"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+)
+
+// attribute splits shared devices among their holders from per-process
+// data, and collects use no holder accounts for. Exclusive devices keep the
+// device-wide numbers Join already put in their Usage.
+func attribute(v *View, in Inputs) {
+	holders := map[string][]int{} // device UUID -> indexes into v.Usage
+	for i, u := range v.Usage {
+		holders[u.Device.UUID] = append(holders[u.Device.UUID], i)
+	}
+	var lookup PodLookup
+	if in.Specs != nil {
+		lookup = in.Specs.Lookup
+	}
+	global := in.NoAttribution
+	if global == "" && lookup == nil {
+		global = "no_kubernetes_api"
+	}
+	for i := range v.Devices {
+		d := &v.Devices[i]
+		idx := holders[d.UUID]
+		canSplit := global == "" && d.ProcessesOK
+		if len(idx) > 0 {
+			a := Attribution{Device: d, Mode: "exclusive"}
+			if len(idx) > 1 {
+				a.Mode = "per_process"
+				switch {
+				case global != "":
+					a.Mode, a.Reason = "device", global
+				case !d.ProcessesOK:
+					a.Mode, a.Reason = "device", d.ProcessesReason
+					if a.Reason == "" {
+						a.Reason = "no_process_data"
+					}
+				}
+			}
+			if a.Mode == "per_process" {
+				if reason := split(v, d, idx, in.Owners, lookup); reason != "" {
+					a.Mode, a.Reason = "device", reason
+				}
+			}
+			v.Attribution = append(v.Attribution, a)
+		}
+		if canSplit {
+			v.Unattributed = append(v.Unattributed, unattributed(v, d, idx, in.Owners, lookup)...)
+		}
+	}
+}
+
+// holderOf finds which of the device's holders a process belongs to: by its
+// container ID, or by its pod when that pod has a single holder container.
+// ok is false for processes of no holder; known is false when the process's
+// cgroup could not be read at all.
+func holderOf(v *View, idx []int, res OwnerResult, lookup PodLookup) (holder int, ok, known bool) {
+	if res.Err != nil {
+		return -1, false, errors.Is(res.Err, cgroup.ErrNotInPod)
+	}
+	if ref, found := lookup.ContainerByID(res.Owner.ContainerID); found && res.Owner.ContainerID != "" {
+		for _, i := range idx {
+			u := v.Usage[i]
+			if u.Namespace == ref.Namespace && u.Pod == ref.Pod && u.Container == ref.Container {
+				return i, true, true
+			}
+		}
+		return -1, false, true
+	}
+	if pod, found := lookup.PodByUID(res.Owner.PodUID); found {
+		match := -1
+		for _, i := range idx {
+			u := v.Usage[i]
+			if u.Namespace == pod.Namespace && u.Pod == pod.Name {
+				if match >= 0 {
+					return -1, false, true // several containers of the pod: cannot tell which
+				}
+				match = i
+			}
+		}
+		if match >= 0 {
+			return match, true, true
+		}
+	}
+	return -1, false, true
+}
+
+// split gives each holder of a shared device its own processes' numbers. A
+// holder with no process shows 0: it holds a replica and uses nothing. It
+// returns a reason when some process could not be placed, leaving the
+// device-wide numbers in place rather than guessing.
+func split(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, lookup PodLookup) string {
+	duty := make(map[int]float64, len(idx))
+	mem := make(map[int]uint64, len(idx))
+	for _, p := range d.Processes {
+		res, seen := owners[p.PID]
+		if !seen {
+			return "pid_unresolved"
+		}
+		h, ok, known := holderOf(v, idx, res, lookup)
+		if !known {
+			return "pid_unresolved"
+		}
+		if !ok {
+			continue // not a holder's: reported as unattributed use
+		}
+		duty[h] += p.SMUtil
+		mem[h] += p.MemoryUsed
+	}
+	for _, i := range idx {
+		u := &v.Usage[i]
+		u.DutyCycle, u.HasDutyCycle = min(duty[i], 100), true
+		u.MemoryUsed, u.HasMemory = mem[i], true
+	}
+	return ""
+}
+
+// unattributed sums, per owning pod, the processes on a device that belong
+// to none of its holders.
+func unattributed(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, lookup PodLookup) []Unattributed {
+	type key struct{ ns, pod string }
+	sums := map[key]*Unattributed{}
+	for _, p := range d.Processes {
+		res, seen := owners[p.PID]
+		if !seen {
+			continue
+		}
+		_, ok, known := holderOf(v, idx, res, lookup)
+		if ok || !known {
+			continue
+		}
+		var k key
+		if res.Err == nil {
+			if pod, found := lookup.PodByUID(res.Owner.PodUID); found {
+				k = key{pod.Namespace, pod.Name}
+			}
+		}
+		u := sums[k]
+		if u == nil {
+			u = &Unattributed{Device: d, Namespace: k.ns, Pod: k.pod}
+			sums[k] = u
+		}
+		u.DutyCycle += p.SMUtil
+		u.MemoryUsed += p.MemoryUsed
+	}
+	out := make([]Unattributed, 0, len(sums))
+	for _, u := range sums {
+		u.DutyCycle = min(u.DutyCycle, 100)
+		out = append(out, *u)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Pod < out[j].Pod
+	})
+	return out
+}
