@@ -12,6 +12,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
+	"k8s.io/client-go/rest"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
@@ -50,11 +51,13 @@ const samplePeriod = time.Second
 // real one does.
 const nvmlHistory = 16 * time.Second
 
-// holder is one container's share of a device.
+// holder is one container's process on a device. Each container runs one
+// process (one PID), on every GPU it uses.
 type holder struct {
 	wave   Wave
 	phase  float64
 	memory uint64
+	pid    uint32
 }
 
 // Node is a running simulated node.
@@ -66,11 +69,18 @@ type Node struct {
 	// Socket is the pod-resources socket, or "" when the scenario has no
 	// pods (the exporter then uses the real kubelet socket).
 	Socket string
+	// RESTConfig reaches the simulated Kubernetes API server (this node's
+	// Node and pods); nil when the scenario has no pods.
+	RESTConfig *rest.Config
+	// ProcRoot is a procfs-shaped tree with the cgroup file of every
+	// simulated GPU process, for the exporter's --path.procfs.
+	ProcRoot string
 
 	scenario *Scenario
 	now      func() time.Time
 	holders  [][]holder
 	server   *podresources.Server
+	api      *apiServer
 	dir      string
 	list     *podresourcesv1.ListPodResourcesResponse
 	alloc    *podresourcesv1.AllocatableResourcesResponse
@@ -95,19 +105,61 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 		return nil, fmt.Errorf("simulated kubelet directory: %w", err)
 	}
 	n.dir = dir
+	if err := n.writeProcfs(filepath.Join(dir, "proc")); err != nil {
+		n.Close()
+		return nil, err
+	}
 	n.Socket = filepath.Join(dir, "kubelet.sock")
 	n.server = podresources.NewServer(n)
 	if err := n.server.Listen(n.Socket); err != nil {
-		os.RemoveAll(dir)
+		n.Close()
 		return nil, err
 	}
+	if n.api, err = startAPIServer(n.buildAPIObjects()); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.RESTConfig = n.api.restConfig()
 	return n, nil
 }
 
-// Close stops the simulated kubelet and removes its socket.
+// writeProcfs writes <root>/<pid>/cgroup for every simulated process, and
+// <root>/self/cgroup so the tree reads as a procfs.
+func (n *Node) writeProcfs(root string) error {
+	write := func(pid, content string) error {
+		if err := os.MkdirAll(filepath.Join(root, pid), 0o755); err != nil {
+			return fmt.Errorf("simulated procfs: %w", err)
+		}
+		return os.WriteFile(filepath.Join(root, pid, "cgroup"), []byte(content), 0o644)
+	}
+	if err := write("self", "0::/system.slice/kube-gpu-exporter.service\n"); err != nil {
+		return err
+	}
+	k := 0
+	for _, p := range n.scenario.Pods {
+		for _, c := range p.Containers {
+			if len(c.Devices)+len(c.UnallocatedDevices) > 0 {
+				if err := write(fmt.Sprint(pidOf(k)), "0::"+cgroupPath(p.Namespace, p.Name, c.Name)+"\n"); err != nil {
+					return err
+				}
+			}
+			k++
+		}
+	}
+	n.ProcRoot = root
+	return nil
+}
+
+// pidOf is the PID of the k-th container's process.
+func pidOf(k int) uint32 { return uint32(20000 + k) }
+
+// Close stops the simulated kubelet and API server and removes their files.
 func (n *Node) Close() {
 	if n.server != nil {
 		n.server.Stop()
+	}
+	if n.api != nil {
+		n.api.close()
 	}
 	if n.dir != "" {
 		os.RemoveAll(n.dir)
@@ -119,7 +171,7 @@ func (n *Node) buildHolders() {
 	for _, p := range n.scenario.Pods {
 		for _, c := range p.Containers {
 			seen := map[int]bool{}
-			for _, d := range c.Devices {
+			for _, d := range append(append([]string(nil), c.Devices...), c.UnallocatedDevices...) {
 				ref, _ := ParseDevice(d) // validated by Parse
 				if seen[ref.GPU] {
 					continue
@@ -129,6 +181,7 @@ func (n *Node) buildHolders() {
 					wave:   c.Utilization,
 					phase:  float64(k) * 2 * math.Pi / 7,
 					memory: uint64(c.MemoryGiB * (1 << 30)),
+					pid:    pidOf(k),
 				})
 			}
 			k++
@@ -136,19 +189,24 @@ func (n *Node) buildHolders() {
 	}
 }
 
-// Utilization is GPU i's utilization at t: the sum of its holders' waves,
-// capped at 100. The sampler must recover exactly these values.
+// Utilization is GPU i's utilization at t: the sum of its processes'
+// utilization, capped at 100. The sampler must recover exactly these values.
 func (n *Node) Utilization(i int, t time.Time) float64 {
 	var u float64
-	secs := float64(t.UnixNano()) / 1e9
 	for _, h := range n.holders[i] {
-		v := h.wave.Mean
-		if h.wave.Period > 0 {
-			v += h.wave.Swing * math.Sin(2*math.Pi*secs/time.Duration(h.wave.Period).Seconds()+h.phase)
-		}
-		u += v
+		u += h.at(t)
 	}
 	return math.Max(0, math.Min(100, u))
+}
+
+// at is the process's SM utilization at t.
+func (h holder) at(t time.Time) float64 {
+	v := h.wave.Mean
+	if h.wave.Period > 0 {
+		secs := float64(t.UnixNano()) / 1e9
+		v += h.wave.Swing * math.Sin(2*math.Pi*secs/time.Duration(h.wave.Period).Seconds()+h.phase)
+	}
+	return math.Max(0, math.Min(100, v))
 }
 
 // MemoryUsed is GPU i's used memory in bytes, capped at its total.
@@ -203,6 +261,33 @@ func (n *Node) buildNVML() gonvml.Interface {
 			total := dev.MemoryInfo.Total
 			used := n.MemoryUsed(i)
 			return gonvml.Memory_v2{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+		}
+		dev.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+			out := make([]gonvml.ProcessInfo, 0, len(n.holders[i]))
+			for _, h := range n.holders[i] {
+				out = append(out, gonvml.ProcessInfo{Pid: h.pid, UsedGpuMemory: h.memory})
+			}
+			return out, gonvml.SUCCESS
+		}
+		dev.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+			return nil, gonvml.ERROR_NOT_SUPPORTED // time-slicing, not MPS
+		}
+		dev.GetProcessUtilizationFunc = func(last uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+			now := n.now()
+			var out []gonvml.ProcessUtilizationSample
+			for t := now.Add(-nvmlHistory).Truncate(samplePeriod); !t.After(now); t = t.Add(samplePeriod) {
+				ts := uint64(t.UnixMicro())
+				if ts <= last {
+					continue
+				}
+				for _, h := range n.holders[i] {
+					out = append(out, gonvml.ProcessUtilizationSample{Pid: h.pid, TimeStamp: ts, SmUtil: uint32(math.Round(h.at(t)))})
+				}
+			}
+			if len(out) == 0 {
+				return nil, gonvml.ERROR_NOT_FOUND
+			}
+			return out, gonvml.SUCCESS
 		}
 		dev.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
 			total := dev.MemoryInfo.Total

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
@@ -68,8 +69,9 @@ func TestSamplerReadsSimulatedUtilization(t *testing.T) {
 			t.Errorf("GPU %d memory = %d, want %d", i, d.MemoryUsed, n.MemoryUsed(i))
 		}
 	}
-	if snap.Devices[7].DutyCycle != 0 || snap.Devices[7].MemoryUsed != 0 {
-		t.Errorf("unallocated GPU 7 busy: %+v", snap.Devices[7])
+	// GPU 7 is allocated to nobody but used by research/analysis-0.
+	if snap.Devices[7].DutyCycle < 10 || snap.Devices[7].MemoryUsed != 3<<30 {
+		t.Errorf("GPU 7 should carry the unrequested use: %+v", snap.Devices[7])
 	}
 	if snap.Devices[0].DutyCycle < 85 || snap.Devices[5].DutyCycle > 2 {
 		t.Errorf("trainer %v / notebook %v out of their ranges", snap.Devices[0].DutyCycle, snap.Devices[5].DutyCycle)
@@ -102,5 +104,42 @@ func TestSimulatedKubeletOverRealSocket(t *testing.T) {
 	}
 	if got := len(snap.Allocatable["nvidia.com/gpu"]); got != 7 {
 		t.Fatalf("allocatable nvidia.com/gpu = %d, want 7", got)
+	}
+}
+
+// TestSimulatedProcessesAddUpToDevice checks the per-process data the
+// simulated driver gives: the two time-sliced pods' SM utilization and
+// memory add up to the device's, and every process has a cgroup naming its
+// pod and container.
+func TestSimulatedProcessesAddUpToDevice(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	now := func() time.Time { return at }
+	n, err := Start(Builtin(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s := nvml.NewSampler(n.NVML, nvml.Config{Window: 10 * time.Second, Now: now, Processes: true})
+	s.Poll()
+	d := s.Snapshot().Devices[6]
+	if !d.ProcessesOK || len(d.Processes) != 2 {
+		t.Fatalf("GPU 6 processes = %+v (%v %s)", d.Processes, d.ProcessesOK, d.ProcessesReason)
+	}
+	var util float64
+	var mem uint64
+	for _, p := range d.Processes {
+		util += p.SMUtil
+		mem += p.MemoryUsed
+	}
+	if math.Abs(util-d.DutyCycle) > 1 || mem != d.MemoryUsed {
+		t.Fatalf("processes sum to %.2f%% / %d bytes, device %.2f%% / %d", util, mem, d.DutyCycle, d.MemoryUsed)
+	}
+	r := cgroup.Reader{Root: n.ProcRoot}
+	if err := r.Available(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := r.Owner(d.Processes[0].PID)
+	if err != nil || o.PodUID != PodUID("batch", "shared-a") || o.ContainerID != ContainerID("batch", "shared-a", "worker") {
+		t.Fatalf("owner of %d = %+v, %v", d.Processes[0].PID, o, err)
 	}
 }
