@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,7 +141,7 @@ func scrape(t *testing.T, addr string) string {
 }
 
 // volatile are the families whose values move with time or the machine.
-var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_exporter_scrape_duration_seconds)\{`)
+var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_exporter_scrape_duration_seconds)\{`)
 
 // normalize drops the Go runtime families and blanks values that move, so
 // the rest of the exposition can be compared byte for byte.
@@ -175,6 +177,12 @@ func metricName(line string) string {
 func TestEndToEndSimulatedNode(t *testing.T) {
 	e := startExporter(t, "--simulate")
 	raw := scrape(t, e.addr)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`); raw = scrape(t, e.addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("simulated Kubernetes API never synced:\n%s", e.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	got := normalize(raw)
 
 	golden := filepath.Join("testdata", "e2e-output.txt")
@@ -199,6 +207,31 @@ func TestEndToEndSimulatedNode(t *testing.T) {
 	}
 	if len(ids) != 1 {
 		t.Errorf("time-sliced pods map to %d GPUs, want 1: %v", len(ids), ids)
+	}
+	// The time-sliced pods get their own numbers, adding up to the device's.
+	val := func(re string) float64 {
+		m := regexp.MustCompile(re + ` ([0-9.e+]+)`).FindStringSubmatch(raw)
+		if m == nil {
+			t.Fatalf("no series matches %s", re)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	const gpu6 = "GPU-00000000-0000-4000-8000-000000000006"
+	dutyA := val(`containerGpuDutyCycle\{[^}]*pod="shared-a"\}`)
+	dutyB := val(`containerGpuDutyCycle\{[^}]*pod="shared-b"\}`)
+	dutyDev := val(`nodeGpuDutyCycle\{gpu_id="` + gpu6 + `"[^}]*\}`)
+	if dutyA == dutyB || math.Abs(dutyA+dutyB-dutyDev) > 3 {
+		t.Errorf("shared GPU: shared-a %.1f + shared-b %.1f vs device %.1f; want different values adding up", dutyA, dutyB, dutyDev)
+	}
+	memA := val(`containerGpumemoryUsedBytes\{[^}]*pod="shared-a"\}`)
+	memB := val(`containerGpumemoryUsedBytes\{[^}]*pod="shared-b"\}`)
+	if memDev := val(`nodeGpumemoryUsedBytes\{gpu_id="` + gpu6 + `"[^}]*\}`); memA+memB != memDev || memA == memB {
+		t.Errorf("shared GPU memory: %v + %v vs device %v", memA, memB, memDev)
+	}
+	// The pod using a GPU it did not request is reported.
+	if !regexp.MustCompile(`kube_gpu_unattributed_memory_used_bytes\{[^}]*namespace="research",node="sim-node",pod="analysis-0"\} 3\.221225472e\+09`).MatchString(raw) {
+		t.Errorf("unattributed use of research/analysis-0 not reported")
 	}
 	// The unallocated GPU is visible at node level only.
 	const idle = "GPU-00000000-0000-4000-8000-000000000007"

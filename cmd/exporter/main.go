@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -21,8 +22,12 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
@@ -54,6 +59,10 @@ type options struct {
 	simulate       bool
 	scenario       string
 	pprof          bool
+	kubeEnabled    bool
+	kubeconfig     string
+	perProcess     bool
+	procfs         string
 	log            *promslog.Config
 }
 
@@ -75,6 +84,10 @@ func parseFlags(args []string) (*options, *kingpin.Application, error) {
 	durationFlag(app, "nvml.init-retry-interval", "How often NVML initialisation is retried while no driver is found.", "30s", &o.retryInterval)
 	app.Flag("gpu.resource", "Extended resource counted as a GPU; repeatable; a trailing * matches a prefix; =vendor overrides the vendor label.").
 		Default(resource.DefaultAll...).StringsVar(&o.resources)
+	app.Flag("kube.enabled", "Read GPU requests, limits, capacity and allocatable from the Kubernetes API (pods and the Node of --kube.node-name); --no-kube.enabled derives them from the kubelet and NVML.").Default("true").BoolVar(&o.kubeEnabled)
+	app.Flag("kubeconfig", "Kubeconfig file for running outside a cluster; in-cluster configuration when empty.").Envar("KUBECONFIG").StringVar(&o.kubeconfig)
+	app.Flag("nvml.per-process", "Collect per-process GPU data to give each container sharing a GPU (time-slicing, MPS) its own numbers; needs the host's /proc (--path.procfs) and the Kubernetes API.").Default("true").BoolVar(&o.perProcess)
+	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
 	app.Flag("simulate", "Serve a built-in simulated node (8 GPUs, several pods) instead of real hardware.").BoolVar(&o.simulate)
 	app.Flag("simulate.scenario", "Serve a simulated node described by this YAML file (see docs/simulation.md); implies --simulate.").PlaceHolder("FILE").StringVar(&o.scenario)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
@@ -129,6 +142,38 @@ func main() {
 	}
 }
 
+// startWatcher starts the Kubernetes informers, or returns nil (with one log
+// line saying why) when the API is disabled or not configured: requests,
+// limits, capacity and allocatable then come from the kubelet and NVML.
+func startWatcher(ctx context.Context, o *options, cfg *rest.Config, m *resource.Matcher, logger *slog.Logger) *kube.Watcher {
+	if !o.kubeEnabled {
+		logger.Info("Kubernetes API disabled (--no-kube.enabled): requests, limits, capacity and allocatable come from the kubelet and NVML")
+		return nil
+	}
+	if cfg == nil {
+		var err error
+		if cfg, err = kube.RESTConfig(o.kubeconfig); err != nil {
+			logger.Warn("Kubernetes API not available: requests, limits, capacity and allocatable come from the kubelet and NVML", "err", err)
+			return nil
+		}
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		logger.Warn("Kubernetes client", "err", err)
+		return nil
+	}
+	w := kube.NewWatcher(client, kube.Config{NodeName: o.nodeName, Matcher: m}, logger)
+	w.Start(ctx)
+	// Give the informers a moment so the first scrape already has specs;
+	// until they sync, the kubelet/NVML fallback serves.
+	syncCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if !w.WaitForSync(syncCtx) {
+		logger.Info("Kubernetes informers not synced yet; serving kubelet/NVML-derived values until they are")
+	}
+	return w
+}
+
 // run wires the sources, the collector and the HTTP server, and blocks until
 // ctx ends or the server fails.
 func run(ctx context.Context, o *options, logger *slog.Logger) error {
@@ -137,6 +182,7 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 
 	var lib gonvml.Interface = gonvml.New()
 	socket := o.socket
+	var restConfig *rest.Config // set by the simulated node
 	if o.simulate || o.scenario != "" {
 		sc := simulate.Builtin()
 		if o.scenario != "" {
@@ -151,6 +197,12 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 		}
 		defer node.Close()
 		lib = node.NVML
+		if node.RESTConfig != nil {
+			restConfig = node.RESTConfig
+		}
+		if node.ProcRoot != "" {
+			o.procfs = node.ProcRoot
+		}
 		if node.Socket != "" {
 			socket = node.Socket
 		}
@@ -170,6 +222,7 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 
 	sampler := nvml.NewSampler(lib, nvml.Config{
 		Window: o.window, Interval: o.pollInterval, RetryInterval: o.retryInterval, Logger: logger,
+		Processes: o.perProcess,
 	})
 	sampler.Poll() // the first scrape already has devices
 	samplerDone := make(chan struct{})
@@ -183,16 +236,27 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 	}
 	defer kubelet.Close()
 
+	var specs collector.KubeSpecs
+	if w := startWatcher(ctx, o, restConfig, matcher, logger); w != nil {
+		specs.W = w // a nil *kube.Watcher must not become a non-nil interface
+	}
+
 	coll := collector.New(collector.Config{
 		NodeName: o.nodeName, Matcher: matcher, Logger: logger,
 		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
-	}, sampler, kubelet, nil)
+		PerProcess:     o.perProcess, Procfs: cgroup.Reader{Root: o.procfs},
+	}, sampler, kubelet, specs)
 
 	handler, err := newHandler(o, coll, logger)
 	if err != nil {
 		return err
 	}
+	// Scrapes still waiting on a source when shutdown starts are cancelled
+	// rather than waited for.
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	defer cancelServe()
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -209,11 +273,16 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	logger.Info("shutting down")
+	cancelServe()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("shutdown", "err", err)
 	}
-	<-samplerDone
+	select {
+	case <-samplerDone:
+	case <-time.After(2 * time.Second):
+		logger.Warn("NVML poll still running at exit; not waiting for it")
+	}
 	return nil
 }
