@@ -94,8 +94,17 @@ func TestHelmTemplateDefaults(t *testing.T) {
 		vol.HostPath.Path != "/var/lib/kubelet/pod-resources" || mount.MountPath != "/var/lib/kubelet/pod-resources" || !mount.ReadOnly {
 		t.Errorf("pod-resources mount %+v volume %+v", mount, vol)
 	}
-	if len(pod.Volumes) != 1 {
-		t.Errorf("volumes = %+v, want only pod-resources by default", pod.Volumes)
+	// The host's /proc, read-only, for per-process attribution of shared GPUs.
+	proc := volumeMount(c, "host-proc")
+	procVol := volume(pod, "host-proc")
+	if proc == nil || procVol == nil || procVol.HostPath == nil || procVol.HostPath.Path != "/proc" || proc.MountPath != "/host/proc" || !proc.ReadOnly {
+		t.Errorf("host-proc mount %+v volume %+v", proc, procVol)
+	}
+	if !slices.Contains(c.Args, "--path.procfs=/host/proc") {
+		t.Errorf("args %v lack --path.procfs=/host/proc", c.Args)
+	}
+	if len(pod.Volumes) != 2 {
+		t.Errorf("volumes = %+v, want only pod-resources and host-proc by default", pod.Volumes)
 	}
 
 	// Scheduling: GPU node labels ORed, GPU taints tolerated.
@@ -348,6 +357,18 @@ func TestHelmKubernetesAPIDisabled(t *testing.T) {
 	}
 	if a := ds.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || *a {
 		t.Error("service account token mounted although the API is not used")
+	}
+}
+
+func TestHelmPerProcessModes(t *testing.T) {
+	off := exporterContainer(t, only[*appsv1.DaemonSet](t, helmTemplate(t, "--set", "perProcess.enabled=false")))
+	if !slices.Contains(off.Args, "--no-nvml.per-process") || volumeMount(off, "host-proc") != nil {
+		t.Errorf("perProcess off: args %v, host-proc mount %v", off.Args, volumeMount(off, "host-proc"))
+	}
+	ds := only[*appsv1.DaemonSet](t, helmTemplate(t, "--set", "hostPID=true", "--set", "perProcess.hostProc.enabled=false"))
+	pid := exporterContainer(t, ds)
+	if !ds.Spec.Template.Spec.HostPID || volume(ds.Spec.Template.Spec, "host-proc") != nil || slices.ContainsFunc(pid.Args, func(a string) bool { return strings.HasPrefix(a, "--path.procfs") }) {
+		t.Errorf("hostPID mode: hostPID %v, args %v", ds.Spec.Template.Spec.HostPID, pid.Args)
 	}
 }
 
