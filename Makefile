@@ -19,7 +19,7 @@ export CGO_ENABLED := 1
 export CGO_CFLAGS  := -O2 -g -Wno-deprecated-declarations
 export PATH        := $(TOOLS):$(PATH)
 
-.PHONY: all build run test test-unit deps lint fuzz clean
+.PHONY: all build run test test-unit test-gpu deps lint fuzz bench bench-once soak dashboards clean
 
 all: lint test build
 
@@ -58,6 +58,32 @@ lint:
 # Each fuzz target for a short fixed time; the seed corpora run in `make test`.
 fuzz:
 	$(GO) test ./podresources -run '^$$' -fuzz '^FuzzParseDeviceID$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./podresources -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./simulate -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./cgroup -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $(FUZZTIME)
+
+# Benchmarks against the floor and the running binary's RSS, CPU and start-up
+# time, printed as one table (docs/performance.md).
+bench:
+	scripts/bench.sh
+
+# CI only checks that the benchmarks compile and run once; timings on shared
+# machines mean nothing.
+bench-once:
+	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
+
+# Not part of CI: 10 minutes on a simulated node whose pods churn
+# (SOAK_DURATION=1m for a quick check).
+soak:
+	scripts/soak.sh
+
+# Real-GPU validation: needs an NVIDIA GPU and driver (docs/gpu-validation.md).
+test-gpu:
+	test/gpu/run.sh
+
+# Regenerate dashboards/*.json from their Go definitions.
+dashboards:
+	$(GO) test ./dashboards -run TestGenerated -update -count=1
 
 clean:
 	rm -rf bin
