@@ -376,3 +376,24 @@ func TestBadFlagsAndScenarios(t *testing.T) {
 		}
 	}
 }
+
+// TestSimulatedNodeWithoutKubernetesAPI runs the fallback: requests, limits,
+// capacity and allocatable from the kubelet and NVML, up{kubernetes} 0 and
+// one log line saying so; shared GPUs then stay device-wide.
+func TestSimulatedNodeWithoutKubernetesAPI(t *testing.T) {
+	e := startExporter(t, "--simulate", "--no-kube.enabled")
+	raw := scrape(t, e.addr)
+	for _, want := range []string{
+		`kube_gpu_exporter_up{source="kubernetes"} 0`,
+		`containerGpuRequests{container="trainer",gpu_vendor="nvidia",namespace="ml-training",node="sim-node",pod="trainer-0",resource="nvidia.com/gpu"} 4`,
+		`nodeGpuCapacity{gpu_vendor="nvidia",node="sim-node",resource="nvidia.com/gpu"} 7`,
+		`kube_gpu_exporter_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000006",mode="device",node="sim-node",reason="no_kubernetes_api"} 1`,
+	} {
+		if !strings.Contains(raw, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	if n := strings.Count(e.Log(), "Kubernetes API disabled"); n != 1 {
+		t.Errorf("fallback logged %d times, want once:\n%s", n, e.Log())
+	}
+}
