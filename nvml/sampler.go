@@ -59,6 +59,14 @@ type tracked struct {
 	memV1    bool // GetMemoryInfo_v2 unsupported
 	lost     bool
 
+	// MIG: parent is the GPU handle of an instance (GPM samples are taken
+	// through it); gpm is its GPM history, nil where GPM is not used.
+	// migSlots is, on a MIG-enabled GPU, how many instance handles to look
+	// at for layout changes.
+	parent   gonvml.Device
+	gpm      *gpmState
+	migSlots int
+
 	// Per-process state.
 	procs       map[uint32]*window // per-PID SM utilization, one point per poll
 	lastProcTS  uint64             // newest process-utilization sample seen
@@ -77,6 +85,7 @@ type Sampler struct {
 	inited        bool
 	devices       []*tracked
 	lastDiscovery time.Time
+	rediscover    bool // a MIG handle failed: enumerate again on the next poll
 	initLogged    bool
 
 	snap  atomic.Pointer[Snapshot]
@@ -140,6 +149,9 @@ func (s *Sampler) countError(reason string) {
 func (s *Sampler) Run(ctx context.Context) {
 	defer func() {
 		if s.inited {
+			for _, d := range s.devices {
+				s.freeGPM(d)
+			}
 			s.lib.Shutdown()
 		}
 	}()
@@ -171,7 +183,8 @@ func (s *Sampler) Poll() {
 			return
 		}
 	}
-	if s.devices == nil || start.Sub(s.lastDiscovery) >= s.cfg.RediscoverInterval {
+	if s.devices == nil || s.rediscover || start.Sub(s.lastDiscovery) >= s.cfg.RediscoverInterval || s.layoutChanged() {
+		s.rediscover = false
 		s.discover()
 		s.lastDiscovery = start
 	}
@@ -225,9 +238,20 @@ func (s *Sampler) discover() {
 	}
 	var found []*tracked
 	keep := func(t *tracked) {
-		if prev, ok := old[t.info.UUID]; ok {
+		// A GPU whose MIG mode changed starts afresh: its utilization
+		// source is not the same.
+		if prev, ok := old[t.info.UUID]; ok && prev.info.MIGEnabled == t.info.MIGEnabled {
+			gpm := t.gpm
 			t.win, t.useRates, t.noUtil, t.memV1 = prev.win, prev.useRates, prev.noUtil, prev.memV1
 			t.procs, t.lastProcTS, t.procReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.noMPSListed
+			switch {
+			case gpm != nil && prev.gpm != nil:
+				t.gpm = prev.gpm // keep the previous sample: no gap in the duty cycle
+			case gpm == nil && prev.gpm != nil:
+				s.freeGPM(prev)
+				t.noUtil = true
+			}
+			delete(old, t.info.UUID)
 		}
 		found = append(found, t)
 	}
@@ -247,7 +271,7 @@ func (s *Sampler) discover() {
 			gpu.info.MIGEnabled = true
 			gpu.noUtil = true // NVML reports no utilization on MIG-enabled GPUs
 			keep(gpu)
-			for _, mig := range s.discoverMIG(gpu) {
+			for _, mig := range s.discoverMIG(gpu, s.gpmSupported(h)) {
 				keep(mig)
 			}
 			continue
@@ -255,15 +279,22 @@ func (s *Sampler) discover() {
 		keep(gpu)
 	}
 	sort.SliceStable(found, func(a, b int) bool { return found[a].info.Index < found[b].info.Index })
+	for _, gone := range old {
+		s.freeGPM(gone) // destroyed MIG instances, GPUs gone
+	}
 	s.devices = found
 }
 
-func (s *Sampler) discoverMIG(parent *tracked) []*tracked {
+// discoverMIG lists the MIG instances of a MIG-enabled GPU. With gpm, each
+// instance's duty cycle comes from GPM samples; without, it has none (NVML's
+// utilization samples do not exist per MIG instance).
+func (s *Sampler) discoverMIG(parent *tracked, gpm bool) []*tracked {
 	max, ret := parent.h.GetMaxMigDeviceCount()
 	if ret != gonvml.SUCCESS {
 		s.countError(reason(ret))
 		return nil
 	}
+	parent.migSlots = max
 	var out []*tracked
 	for j := 0; j < max; j++ {
 		h, ret := parent.h.GetMigDeviceHandleByIndex(j)
@@ -294,7 +325,11 @@ func (s *Sampler) discoverMIG(parent *tracked) []*tracked {
 		if mem, ret := h.GetMemoryInfo(); ret == gonvml.SUCCESS {
 			info.MemoryTotal = mem.Total
 		}
-		out = append(out, &tracked{info: info, h: h, noUtil: true, memV1: true})
+		t := &tracked{info: info, h: h, noUtil: true, memV1: true, parent: parent.h}
+		if gpm && info.GPUInstance >= 0 {
+			t.noUtil, t.gpm = false, &gpmState{}
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -341,7 +376,11 @@ func describe(h gonvml.Device, index int) (*tracked, error) {
 func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 	r := Reading{DeviceInfo: d.info}
 	if !d.noUtil {
-		if ret := s.pollUtilization(d, nowUS, cutoff); ret == gonvml.ERROR_GPU_IS_LOST {
+		poll := s.pollUtilization
+		if d.gpm != nil {
+			poll = s.pollGPM
+		}
+		if ret := poll(d, nowUS, cutoff); ret == gonvml.ERROR_GPU_IS_LOST {
 			return s.lose(d)
 		}
 		d.win.trim(cutoff)
@@ -363,6 +402,9 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 		return s.lose(d)
 	default:
 		s.countError(reason(ret))
+		if d.info.IsMIG() {
+			s.rediscover = true // a destroyed instance's handle fails
+		}
 	}
 	return r, true
 }
@@ -371,6 +413,7 @@ func (s *Sampler) lose(d *tracked) (Reading, bool) {
 	s.countError("gpu_lost")
 	s.log.Error("GPU lost; dropping its series", "gpu_id", d.info.UUID)
 	d.lost = true
+	s.freeGPM(d)
 	return Reading{}, false
 }
 
@@ -439,4 +482,53 @@ func (s *Sampler) memory(d *tracked) (used, total uint64, ret gonvml.Return) {
 	}
 	m, ret := d.h.GetMemoryInfo()
 	return m.Used, m.Total, ret
+}
+
+// layoutChanged tells, between discoveries, whether MIG was turned on or off
+// on a GPU or instances were created or destroyed on a MIG-enabled one, so
+// that a MIG reconfiguration shows at the next poll rather than up to
+// RediscoverInterval later. It costs one GetMigMode per GPU, plus one handle
+// and one UUID lookup per instance slot of MIG-enabled GPUs: no hardware
+// access, only the driver's bookkeeping.
+func (s *Sampler) layoutChanged() bool {
+	instances := map[string]map[string]bool{}
+	for _, d := range s.devices {
+		if d.info.IsMIG() {
+			if instances[d.info.ParentUUID] == nil {
+				instances[d.info.ParentUUID] = map[string]bool{}
+			}
+			instances[d.info.ParentUUID][d.info.UUID] = true
+		}
+	}
+	for _, d := range s.devices {
+		if d.info.IsMIG() {
+			continue
+		}
+		mode, _, ret := d.h.GetMigMode()
+		if ret != gonvml.SUCCESS {
+			continue // not MIG-capable, or not answering: the device's own reads will tell
+		}
+		if enabled := mode == gonvml.DEVICE_MIG_ENABLE; enabled != d.info.MIGEnabled {
+			return true
+		}
+		if !d.info.MIGEnabled {
+			continue
+		}
+		known, seen := instances[d.info.UUID], 0
+		for j := 0; j < d.migSlots; j++ {
+			h, ret := d.h.GetMigDeviceHandleByIndex(j)
+			if ret != gonvml.SUCCESS {
+				continue
+			}
+			uuid, ret := h.GetUUID()
+			if ret != gonvml.SUCCESS || !known[uuid] {
+				return true
+			}
+			seen++
+		}
+		if seen != len(known) {
+			return true
+		}
+	}
+	return false
 }
