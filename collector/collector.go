@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -74,6 +75,7 @@ type Collector struct {
 	nodeDuty, nodeMemTotal, nodeMemUsed                *prometheus.Desc
 	up, duration, errors, unmatched                    *prometheus.Desc
 	attribution, unattrDuty, unattrMem                 *prometheus.Desc
+	deviceInfo                                         *prometheus.Desc
 
 	noAttribution string // why per-process attribution is off everywhere, or ""
 
@@ -92,6 +94,10 @@ var (
 	nodeResLabels  = []string{"node", "resource", "gpu_vendor"}
 	deviceLabels   = []string{"node", "gpu_id", "gpu_model", "gpu_vendor"}
 	unattrLabels   = []string{"node", "gpu_id", "gpu_model", "gpu_vendor", "namespace", "pod"}
+	// The device_info series carries what the contract label sets leave
+	// out (a MIG instance's parent, profile and instance IDs), for joins on
+	// gpu_id rather than more labels on every series.
+	deviceInfoLabels = []string{"node", "gpu_id", "gpu_model", "parent_gpu_id", "mig_profile", "gpu_instance_id", "compute_instance_id", "pci_bus_id"}
 )
 
 // New builds a Collector. kubelet and specs may be nil: without the kubelet
@@ -129,6 +135,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		attribution:       d(Namespace+"_attribution_info", "How the container numbers of a device held by containers are obtained: mode exclusive, per_process or device (reason says why per-process data could not be used).", []string{"node", "gpu_id", "mode", "reason"}),
 		unattrDuty:        d("kube_gpu_unattributed_duty_cycle", "SM utilization (0-100) on the device, averaged over the duty-cycle window, of processes belonging to no container that holds it; namespace and pod name their pod when their cgroup names one.", unattrLabels),
 		unattrMem:         d("kube_gpu_unattributed_memory_used_bytes", "GPU memory in bytes on the device held by processes belonging to no container that holds it.", unattrLabels),
+		deviceInfo:        d(Namespace+"_device_info", "One series per device NVML reports, GPU or MIG instance: the MIG instance's parent GPU, profile and GPU/compute instance IDs (empty on whole GPUs) and the PCI address, for grouping by gpu_id.", deviceInfoLabels),
 		logged:            map[string]bool{},
 	}
 	switch {
@@ -148,7 +155,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.containerDuty, c.containerMemTotal, c.containerMemUsed, c.containerRequests, c.containerLimits,
 		c.nodeCapacity, c.nodeAllocatable, c.nodeDuty, c.nodeMemTotal, c.nodeMemUsed,
-		c.up, c.duration, c.errors, c.unmatched, c.attribution, c.unattrDuty, c.unattrMem,
+		c.up, c.duration, c.errors, c.unmatched, c.attribution, c.unattrDuty, c.unattrMem, c.deviceInfo,
 	} {
 		ch <- d
 	}
@@ -260,6 +267,7 @@ func (c *Collector) emit(ch chan<- prometheus.Metric, v View) {
 	const vendor = "nvidia"
 	for i := range v.Devices {
 		d := &v.Devices[i]
+		ch <- prometheus.MustNewConstMetric(c.deviceInfo, prometheus.GaugeValue, 1, node, d.UUID, d.Name, d.ParentUUID, d.Profile, instanceID(d.GPUInstance), instanceID(d.ComputeInstance), d.PCIBusID)
 		if d.HasDutyCycle {
 			ch <- prometheus.MustNewConstMetric(c.nodeDuty, prometheus.GaugeValue, d.DutyCycle, node, d.UUID, d.Name, vendor)
 		}
@@ -332,6 +340,14 @@ func emitErrors(ch chan<- prometheus.Metric, d *prometheus.Desc, source string, 
 	for _, r := range reasons {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(counts[r]), source, r)
 	}
+}
+
+// instanceID is a MIG instance ID as a label value: empty on whole GPUs.
+func instanceID(id int) string {
+	if id < 0 {
+		return ""
+	}
+	return strconv.Itoa(id)
 }
 
 func b2f(b bool) float64 {
