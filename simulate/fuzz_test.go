@@ -24,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"1\", \"0::3\"]\n        utilization: {mean: 50, swing: 50, period: 1m}\n        memoryGiB: 3.5\n"))
 	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 1\nallocatable:\n  nvidia.com/gpu.shared: [\"0::0\", \"0::1\"]\n"))
 	f.Add([]byte("gpus: 64\n"))
+	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 2\nmig:\n  1: [3g.40gb, 2g.20gb, 1g.10gb]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/mig-2g.20gb\n        devices: [\"1/1\"]\n        memoryGiB: 30\n"))
 	f.Add([]byte("{}"))
 	matcher := resource.MustMatcher(resource.DefaultAll...)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -36,7 +37,7 @@ func FuzzParse(f *testing.F) {
 		}
 		checkDev := func(what, d string) {
 			ref, err := ParseDevice(d)
-			if err != nil || ref.GPU < 0 || ref.GPU >= s.GPUs || ref.Replica < -1 {
+			if err != nil || ref.GPU < 0 || ref.GPU >= s.GPUs || ref.Replica < -1 || ref.MIG >= len(s.MIG[ref.GPU]) || (ref.MIG < 0) == (len(s.MIG[ref.GPU]) > 0) {
 				t.Fatalf("%s: accepted device %q (%+v, %v) on a node with %d GPUs", what, d, ref, err, s.GPUs)
 			}
 		}
@@ -123,6 +124,17 @@ func startAndCheck(t *testing.T, s *Scenario) {
 	uuids := map[string]bool{}
 	for i := 0; i < s.GPUs; i++ {
 		uuids[UUID(i)] = true
+		for j := range s.MIG[i] {
+			uuids[MIGUUID(i, j)] = true
+			dev, _ := n.NVML.DeviceGetHandleByIndex(i)
+			mig, ret := dev.GetMigDeviceHandleByIndex(j)
+			if ret != gonvml.SUCCESS {
+				t.Fatalf("GPU %d instance %d: %v", i, j, ret)
+			}
+			if mem, ret := mig.GetMemoryInfo(); ret != gonvml.SUCCESS || mem.Used > mem.Total {
+				t.Fatalf("GPU %d instance %d memory %d of %d (%v)", i, j, mem.Used, mem.Total, ret)
+			}
+		}
 	}
 	for _, p := range list.GetPodResources() {
 		for _, c := range p.GetContainers() {

@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 	"k8s.io/client-go/rest"
@@ -43,6 +45,17 @@ func ModelNames() []string {
 // UUID is the deterministic UUID of simulated GPU i, so dashboards, golden
 // files and docs can name the same device every run.
 func UUID(i int) string { return fmt.Sprintf("GPU-00000000-0000-4000-8000-%012d", i) }
+
+// MIGUUID is the deterministic UUID of MIG instance j of simulated GPU i.
+func MIGUUID(i, j int) string { return fmt.Sprintf("MIG-00000000-0000-4000-9000-%06d%06d", i, j) }
+
+// MIGInstanceID is the GPU instance ID of MIG instance j: IDs are handed out
+// from 1 in the order the scenario lists the instances; every instance has
+// one compute instance, ID 0.
+func MIGInstanceID(j int) int { return j + 1 }
+
+// devKey names a whole GPU (MIG -1) or one of its MIG instances.
+type devKey struct{ GPU, MIG int }
 
 // samplePeriod is how often the simulated driver takes a utilization sample.
 const samplePeriod = time.Second
@@ -78,7 +91,7 @@ type Node struct {
 
 	scenario *Scenario
 	now      func() time.Time
-	holders  [][]holder
+	holders  map[devKey][]holder
 	server   *podresources.Server
 	api      *apiServer
 	dir      string
@@ -93,7 +106,7 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 	if now == nil {
 		now = time.Now
 	}
-	n := &Node{Name: s.Node, scenario: s, now: now, holders: make([][]holder, s.GPUs)}
+	n := &Node{Name: s.Node, scenario: s, now: now, holders: map[devKey][]holder{}}
 	n.buildHolders()
 	n.NVML = n.buildNVML()
 	if len(s.Pods) == 0 {
@@ -170,14 +183,15 @@ func (n *Node) buildHolders() {
 	k := 0
 	for _, p := range n.scenario.Pods {
 		for _, c := range p.Containers {
-			seen := map[int]bool{}
+			seen := map[devKey]bool{}
 			for _, d := range append(append([]string(nil), c.Devices...), c.UnallocatedDevices...) {
 				ref, _ := ParseDevice(d) // validated by Parse
-				if seen[ref.GPU] {
+				key := devKey{ref.GPU, ref.MIG}
+				if seen[key] {
 					continue
 				}
-				seen[ref.GPU] = true
-				n.holders[ref.GPU] = append(n.holders[ref.GPU], holder{
+				seen[key] = true
+				n.holders[key] = append(n.holders[key], holder{
 					wave:   c.Utilization,
 					phase:  float64(k) * 2 * math.Pi / 7,
 					memory: uint64(c.MemoryGiB * (1 << 30)),
@@ -191,9 +205,17 @@ func (n *Node) buildHolders() {
 
 // Utilization is GPU i's utilization at t: the sum of its processes'
 // utilization, capped at 100. The sampler must recover exactly these values.
-func (n *Node) Utilization(i int, t time.Time) float64 {
+func (n *Node) Utilization(i int, t time.Time) float64 { return n.utilization(devKey{i, -1}, t) }
+
+// InstanceUtilization is the utilization of MIG instance j of GPU i at t,
+// which GPM reports between two samples.
+func (n *Node) InstanceUtilization(i, j int, t time.Time) float64 {
+	return n.utilization(devKey{i, j}, t)
+}
+
+func (n *Node) utilization(k devKey, t time.Time) float64 {
 	var u float64
-	for _, h := range n.holders[i] {
+	for _, h := range n.holders[k] {
 		u += h.at(t)
 	}
 	return math.Max(0, math.Min(100, u))
@@ -209,14 +231,35 @@ func (h holder) at(t time.Time) float64 {
 	return math.Max(0, math.Min(100, v))
 }
 
-// MemoryUsed is GPU i's used memory in bytes, capped at its total.
+// MemoryUsed is GPU i's used memory in bytes, capped at its total; on a
+// MIG-enabled GPU, the sum of its instances'.
 func (n *Node) MemoryUsed(i int) uint64 {
+	if profiles, ok := n.scenario.MIG[i]; ok {
+		var used uint64
+		for j := range profiles {
+			used += n.InstanceMemoryUsed(i, j)
+		}
+		return used
+	}
+	return min(n.holdersMemory(devKey{i, -1}), models[n.scenario.Model].MemoryMB<<20)
+}
+
+// InstanceMemoryUsed is MIG instance j of GPU i's used memory in bytes,
+// capped at the instance's memory.
+func (n *Node) InstanceMemoryUsed(i, j int) uint64 {
+	return min(n.holdersMemory(devKey{i, j}), n.instanceMemory(i, j))
+}
+
+func (n *Node) instanceMemory(i, j int) uint64 {
+	return migProfiles(n.scenario.Model)[n.scenario.MIG[i][j]].MemoryMB << 20
+}
+
+func (n *Node) holdersMemory(k devKey) uint64 {
 	var used uint64
-	for _, h := range n.holders[i] {
+	for _, h := range n.holders[k] {
 		used += h.memory
 	}
-	total := models[n.scenario.Model].MemoryMB << 20
-	return min(used, total)
+	return used
 }
 
 func (n *Node) buildNVML() gonvml.Interface {
@@ -262,13 +305,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 			used := n.MemoryUsed(i)
 			return gonvml.Memory_v2{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
 		}
-		dev.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
-			out := make([]gonvml.ProcessInfo, 0, len(n.holders[i]))
-			for _, h := range n.holders[i] {
-				out = append(out, gonvml.ProcessInfo{Pid: h.pid, UsedGpuMemory: h.memory})
-			}
-			return out, gonvml.SUCCESS
-		}
+		dev.GetComputeRunningProcessesFunc = n.processes(devKey{i, -1})
 		dev.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
 			return nil, gonvml.ERROR_NOT_SUPPORTED // time-slicing, not MPS
 		}
@@ -280,7 +317,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 				if ts <= last {
 					continue
 				}
-				for _, h := range n.holders[i] {
+				for _, h := range n.holders[devKey{i, -1}] {
 					out = append(out, gonvml.ProcessUtilizationSample{Pid: h.pid, TimeStamp: ts, SmUtil: uint32(math.Round(h.at(t)))})
 				}
 			}
@@ -294,14 +331,171 @@ func (n *Node) buildNVML() gonvml.Interface {
 			used := n.MemoryUsed(i)
 			return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
 		}
+		if profiles, ok := n.scenario.MIG[i]; ok {
+			n.partition(dev, i, profiles)
+		}
 	}
+	n.serveGPM(srv)
 	return srv
 }
 
+// processes lists the processes of the containers holding a device.
+func (n *Node) processes(k devKey) func() ([]gonvml.ProcessInfo, gonvml.Return) {
+	return func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		out := make([]gonvml.ProcessInfo, 0, len(n.holders[k]))
+		for _, h := range n.holders[k] {
+			out = append(out, gonvml.ProcessInfo{Pid: h.pid, UsedGpuMemory: h.memory})
+		}
+		return out, gonvml.SUCCESS
+	}
+}
+
+// partition turns MIG on for GPU i and gives it one instance per profile,
+// as the driver shows them: own UUID, GPU and compute instance IDs, a name
+// ending in the profile, own memory and processes. Per-process utilization
+// and v2 memory are not supported on MIG instances, as on real hardware.
+func (n *Node) partition(dev *dgxa100.Device, i int, profiles []string) {
+	dev.MigMode = gonvml.DEVICE_MIG_ENABLE
+	migs := make([]gonvml.Device, len(profiles))
+	for j, profile := range profiles {
+		j, name := j, dev.Config.Name+" MIG "+profile
+		total := n.instanceMemory(i, j)
+		migs[j] = &mock.Device{
+			GetUUIDFunc:              func() (string, gonvml.Return) { return MIGUUID(i, j), gonvml.SUCCESS },
+			GetNameFunc:              func() (string, gonvml.Return) { return name, gonvml.SUCCESS },
+			GetGpuInstanceIdFunc:     func() (int, gonvml.Return) { return MIGInstanceID(j), gonvml.SUCCESS },
+			GetComputeInstanceIdFunc: func() (int, gonvml.Return) { return 0, gonvml.SUCCESS },
+			GetMemoryInfoFunc: func() (gonvml.Memory, gonvml.Return) {
+				used := n.InstanceMemoryUsed(i, j)
+				return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+			},
+			GetMemoryInfo_v2Func:           func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_NOT_SUPPORTED },
+			GetComputeRunningProcessesFunc: n.processes(devKey{i, j}),
+			GetMPSComputeRunningProcessesFunc: func() ([]gonvml.ProcessInfo, gonvml.Return) {
+				return nil, gonvml.ERROR_NOT_SUPPORTED
+			},
+			GetProcessUtilizationFunc: func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+				return nil, gonvml.ERROR_NOT_SUPPORTED
+			},
+		}
+	}
+	dev.GetMaxMigDeviceCountFunc = func() (int, gonvml.Return) { return 7, gonvml.SUCCESS }
+	dev.GetMigDeviceHandleByIndexFunc = func(j int) (gonvml.Device, gonvml.Return) {
+		if j < 0 || j >= len(migs) {
+			return nil, gonvml.ERROR_NOT_FOUND
+		}
+		return migs[j], gonvml.SUCCESS
+	}
+}
+
+// gpmSample is what a simulated GPM sample records: which instance, when.
+type gpmSample struct {
+	key devKey
+	at  time.Time
+}
+
+// serveGPM serves GPU Performance Monitoring as the driver does for MIG
+// instances: supported from Hopper on; a sample records its instance and
+// time, and GRAPHICS_UTIL (or SM_UTIL) between two samples is the
+// instance's mean utilization over the simulated driver's one-second
+// samples between them.
+func (n *Node) serveGPM(srv *dgxa100.Server) {
+	var mu sync.Mutex
+	samples := map[gonvml.GpmSample]*gpmSample{}
+	gpuIndex := func(d gonvml.Device) int {
+		for i, dev := range srv.Devices {
+			if dev == d {
+				return i
+			}
+		}
+		return -1
+	}
+	srv.GpmQueryDeviceSupportFunc = func(d gonvml.Device) (gonvml.GpmSupport, gonvml.Return) {
+		arch, ret := d.GetArchitecture()
+		if ret != gonvml.SUCCESS {
+			return gonvml.GpmSupport{}, ret
+		}
+		sup := gonvml.GpmSupport{Version: gonvml.GPM_SUPPORT_VERSION}
+		if arch >= gonvml.DEVICE_ARCH_HOPPER {
+			sup.IsSupportedDevice = 1
+		}
+		return sup, gonvml.SUCCESS
+	}
+	srv.GpmSampleAllocFunc = func() (gonvml.GpmSample, gonvml.Return) {
+		s := &mock.GpmSample{}
+		mu.Lock()
+		samples[s] = &gpmSample{key: devKey{-1, -1}}
+		mu.Unlock()
+		return s, gonvml.SUCCESS
+	}
+	srv.GpmSampleFreeFunc = func(s gonvml.GpmSample) gonvml.Return {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := samples[s]; !ok {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		delete(samples, s)
+		return gonvml.SUCCESS
+	}
+	srv.GpmMigSampleGetFunc = func(d gonvml.Device, gi int, s gonvml.GpmSample) gonvml.Return {
+		i := gpuIndex(d)
+		j := gi - 1
+		if i < 0 || j < 0 || j >= len(n.scenario.MIG[i]) {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		smp, ok := samples[s]
+		if !ok {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		smp.key, smp.at = devKey{i, j}, n.now()
+		return gonvml.SUCCESS
+	}
+	srv.GpmMetricsGetFunc = func(m *gonvml.GpmMetricsGetType) gonvml.Return {
+		mu.Lock()
+		s1, ok1 := samples[m.Sample1]
+		s2, ok2 := samples[m.Sample2]
+		mu.Unlock()
+		if !ok1 || !ok2 || s1.key != s2.key || s1.key.GPU < 0 || s2.at.Before(s1.at) {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		for k := 0; k < int(m.NumMetrics) && k < len(m.Metrics); k++ {
+			switch gonvml.GpmMetricId(m.Metrics[k].MetricId) {
+			case gonvml.GPM_METRIC_GRAPHICS_UTIL, gonvml.GPM_METRIC_SM_UTIL:
+				m.Metrics[k].Value = n.meanUtilization(s1.key, s1.at, s2.at)
+				m.Metrics[k].NvmlReturn = uint32(gonvml.SUCCESS)
+			default:
+				m.Metrics[k].NvmlReturn = uint32(gonvml.ERROR_NOT_SUPPORTED)
+			}
+		}
+		return gonvml.SUCCESS
+	}
+}
+
+// meanUtilization is a device's mean utilization over its one-second
+// samples in (from, to]; the value at to when the interval holds none.
+func (n *Node) meanUtilization(k devKey, from, to time.Time) float64 {
+	var sum float64
+	var count int
+	for t := from.Truncate(samplePeriod).Add(samplePeriod); !t.After(to); t = t.Add(samplePeriod) {
+		sum += math.Round(n.utilization(k, t))
+		count++
+	}
+	if count == 0 {
+		return math.Round(n.utilization(k, to))
+	}
+	return sum / float64(count)
+}
+
 // deviceID turns a scenario device entry into the ID the device plugin
-// would give the kubelet.
+// would give the kubelet: MIG instances by their UUID, under their profile's
+// resource (mixed strategy) or nvidia.com/gpu (single strategy) alike.
 func deviceID(d string) string {
 	ref, _ := ParseDevice(d)
+	if ref.MIG >= 0 {
+		return MIGUUID(ref.GPU, ref.MIG)
+	}
 	if ref.Replica >= 0 {
 		return fmt.Sprintf("%s::%d", UUID(ref.GPU), ref.Replica)
 	}
@@ -345,15 +539,32 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 		}
 		return list, alloc
 	}
-	// Without an explicit list, every GPU not shared is offered whole.
+	// Without an explicit list, every GPU neither shared nor MIG-enabled is
+	// offered whole, and MIG instances under their profile's resource (the
+	// device plugin's mixed strategy).
 	var ids []string
+	migIDs := map[string][]string{}
 	for i := 0; i < n.scenario.GPUs; i++ {
+		if profiles, ok := n.scenario.MIG[i]; ok {
+			for j, p := range profiles {
+				migIDs["nvidia.com/mig-"+p] = append(migIDs["nvidia.com/mig-"+p], MIGUUID(i, j))
+			}
+			continue
+		}
 		if !replicated[i] {
 			ids = append(ids, UUID(i))
 		}
 	}
 	if len(ids) > 0 {
 		alloc.Devices = append(alloc.Devices, &podresourcesv1.ContainerDevices{ResourceName: "nvidia.com/gpu", DeviceIds: ids})
+	}
+	names := make([]string, 0, len(migIDs))
+	for res := range migIDs {
+		names = append(names, res)
+	}
+	sort.Strings(names)
+	for _, res := range names {
+		alloc.Devices = append(alloc.Devices, &podresourcesv1.ContainerDevices{ResourceName: res, DeviceIds: migIDs[res]})
 	}
 	return list, alloc
 }

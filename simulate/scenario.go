@@ -37,9 +37,13 @@ func Builtin() *Scenario {
 // Scenario describes a simulated node. The YAML schema is documented in
 // docs/simulation.md.
 type Scenario struct {
-	Node        string              `yaml:"node"`
-	Model       string              `yaml:"model"`
-	GPUs        int                 `yaml:"gpus"`
+	Node  string `yaml:"node"`
+	Model string `yaml:"model"`
+	GPUs  int    `yaml:"gpus"`
+	// MIG partitions GPUs into MIG instances: GPU index -> the profiles of
+	// its instances, such as ["1g.10gb", "3g.40gb"]. Instance j of GPU g is
+	// the device "g/j".
+	MIG         map[int][]string    `yaml:"mig"`
 	Pods        []Pod               `yaml:"pods"`
 	Allocatable map[string][]string `yaml:"allocatable"`
 }
@@ -55,7 +59,8 @@ type Pod struct {
 type Container struct {
 	Name     string `yaml:"name"`
 	Resource string `yaml:"resource"`
-	// Devices are GPU indexes ("3") or replicas of a shared GPU ("6::1").
+	// Devices are GPU indexes ("3"), replicas of a shared GPU ("6::1") or
+	// MIG instances ("2/0": instance 0 of GPU 2).
 	Devices []string `yaml:"devices"`
 	// UnallocatedDevices are GPUs the container uses without having been
 	// allocated them (NVIDIA_VISIBLE_DEVICES=all in its image, say): real
@@ -121,17 +126,26 @@ func Parse(data []byte) (*Scenario, error) {
 	return &s, nil
 }
 
-// DeviceRef is a parsed "3" or "6::1" device entry.
+// DeviceRef is a parsed "3", "6::1" or "2/0" device entry.
 type DeviceRef struct {
-	GPU, Replica int // Replica is -1 for a whole GPU
+	GPU, Replica int // Replica is -1 unless a replica of a shared GPU
+	MIG          int // MIG instance of the GPU, -1 for a whole GPU
 }
 
 // ParseDevice parses a scenario device entry.
 func ParseDevice(s string) (DeviceRef, error) {
+	if idx, inst, ok := strings.Cut(s, "/"); ok {
+		g, err1 := strconv.Atoi(idx)
+		j, err2 := strconv.Atoi(inst)
+		if err1 != nil || err2 != nil || g < 0 || j < 0 {
+			return DeviceRef{}, fmt.Errorf("device %q: a MIG instance is \"<gpu>/<instance>\", such as \"2/0\"", s)
+		}
+		return DeviceRef{GPU: g, Replica: -1, MIG: j}, nil
+	}
 	idx, rep, shared := strings.Cut(s, "::")
 	g, err := strconv.Atoi(idx)
 	if err != nil || g < 0 {
-		return DeviceRef{}, fmt.Errorf("device %q: want a GPU index such as \"3\" or a replica such as \"3::1\"", s)
+		return DeviceRef{}, fmt.Errorf("device %q: want a GPU index such as \"3\", a replica such as \"3::1\" or a MIG instance such as \"3/0\"", s)
 	}
 	r := -1
 	if shared {
@@ -139,7 +153,7 @@ func ParseDevice(s string) (DeviceRef, error) {
 			return DeviceRef{}, fmt.Errorf("device %q: replica must be a non-negative number", s)
 		}
 	}
-	return DeviceRef{GPU: g, Replica: r}, nil
+	return DeviceRef{GPU: g, Replica: r, MIG: -1}, nil
 }
 
 func (s *Scenario) validate() error {
@@ -154,15 +168,29 @@ func (s *Scenario) validate() error {
 		bad("gpus", "%d is out of range 0-64", s.GPUs)
 	}
 	m := resource.MustMatcher(resource.DefaultAll...)
-	checkDevs := func(path string, devs []string) {
+	s.validateMIG(bad)
+	checkDevs := func(path, res string, devs []string) {
 		for k, d := range devs {
+			at := fmt.Sprintf("%s[%d]", path, k)
 			ref, err := ParseDevice(d)
 			if err != nil {
-				bad(fmt.Sprintf("%s[%d]", path, k), "%v", err)
+				bad(at, "%v", err)
 				continue
 			}
 			if ref.GPU >= s.GPUs {
-				bad(fmt.Sprintf("%s[%d]", path, k), "GPU %d does not exist (the node has %d)", ref.GPU, s.GPUs)
+				bad(at, "GPU %d does not exist (the node has %d)", ref.GPU, s.GPUs)
+				continue
+			}
+			profiles, isMIG := s.MIG[ref.GPU]
+			switch {
+			case ref.MIG >= 0 && !isMIG:
+				bad(at, "GPU %d has no MIG instances (see mig)", ref.GPU)
+			case ref.MIG >= len(profiles):
+				bad(at, "GPU %d has %d MIG instances", ref.GPU, len(profiles))
+			case ref.MIG < 0 && isMIG:
+				bad(at, "GPU %d is MIG-enabled: name one of its instances, such as \"%d/0\"", ref.GPU, ref.GPU)
+			case ref.MIG >= 0 && strings.HasPrefix(res, "nvidia.com/mig-") && res != "nvidia.com/mig-"+profiles[ref.MIG]:
+				bad(at, "instance %s is a %s, not a %s", d, profiles[ref.MIG], res)
 			}
 		}
 	}
@@ -187,8 +215,8 @@ func (s *Scenario) validate() error {
 					bad(cpath+".resource", "%q is not a GPU resource", c.Resource)
 				}
 			}
-			checkDevs(cpath+".devices", c.Devices)
-			checkDevs(cpath+".unallocatedDevices", c.UnallocatedDevices)
+			checkDevs(cpath+".devices", c.Resource, c.Devices)
+			checkDevs(cpath+".unallocatedDevices", "", c.UnallocatedDevices)
 			u := c.Utilization
 			// Written so that NaN fails every comparison and is refused.
 			if !(u.Mean >= 0 && u.Swing >= 0 && u.Mean-u.Swing >= 0 && u.Mean+u.Swing <= 100) {
@@ -211,7 +239,68 @@ func (s *Scenario) validate() error {
 		if _, ok := m.Vendor(res); !ok {
 			bad("allocatable."+res, "not a GPU resource")
 		}
-		checkDevs("allocatable."+res, s.Allocatable[res])
+		checkDevs("allocatable."+res, res, s.Allocatable[res])
 	}
 	return errors.Join(errs...)
+}
+
+// migProfiles maps the profile names of a model ("1g.10gb") to their
+// slice count and memory, from go-nvml's mock configuration of the model.
+func migProfiles(model string) map[string]migProfile {
+	out := map[string]migProfile{}
+	for _, p := range models[model].MIGProfiles.GpuInstanceProfiles {
+		gb := (p.MemorySizeMB + 1023) / 1024 // NVIDIA rounds a profile's memory up
+		name := fmt.Sprintf("%dg.%dgb", p.SliceCount, gb)
+		if _, dup := out[name]; !dup {
+			out[name] = migProfile{Slices: int(p.SliceCount), MemoryMB: p.MemorySizeMB}
+		}
+	}
+	return out
+}
+
+type migProfile struct {
+	Slices   int
+	MemoryMB uint64
+}
+
+// validateMIG checks that MIG GPUs exist, and that their profiles exist on
+// the model and fit in its slices.
+func (s *Scenario) validateMIG(bad func(path, format string, args ...any)) {
+	profiles := migProfiles(s.Model)
+	maxSlices := 0
+	for _, p := range profiles {
+		maxSlices = max(maxSlices, p.Slices)
+	}
+	gpus := make([]int, 0, len(s.MIG))
+	for g := range s.MIG {
+		gpus = append(gpus, g)
+	}
+	sort.Ints(gpus)
+	for _, g := range gpus {
+		path := fmt.Sprintf("mig.%d", g)
+		if g < 0 || g >= s.GPUs {
+			bad(path, "GPU %d does not exist (the node has %d)", g, s.GPUs)
+			continue
+		}
+		if len(s.MIG[g]) == 0 {
+			bad(path, "a MIG-enabled GPU needs at least one instance")
+		}
+		slices := 0
+		for j, name := range s.MIG[g] {
+			p, ok := profiles[name]
+			if !ok {
+				known := make([]string, 0, len(profiles))
+				for k := range profiles {
+					known = append(known, k)
+				}
+				sort.Strings(known)
+				bad(fmt.Sprintf("%s[%d]", path, j), "%s has no MIG profile %q (known: %s)", s.Model, name, strings.Join(known, ", "))
+				continue
+			}
+			slices += p.Slices
+		}
+		if slices > maxSlices {
+			bad(path, "instances take %d slices; a %s has %d", slices, s.Model, maxSlices)
+		}
+	}
 }

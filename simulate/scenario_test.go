@@ -143,3 +143,99 @@ func TestSimulatedProcessesAddUpToDevice(t *testing.T) {
 		t.Fatalf("owner of %d = %+v, %v", d.Processes[0].PID, o, err)
 	}
 }
+
+func TestMIGScenario(t *testing.T) {
+	s, err := Load("../examples/mig-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	clock := at
+	now := func() time.Time { return clock }
+	n, err := Start(s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Now: now})
+	for k := 0; k < 4; k++ {
+		smp.Poll()
+		clock = clock.Add(5 * time.Second)
+	}
+	clock = clock.Add(-5 * time.Second)
+	byID := map[string]nvml.Reading{}
+	for _, d := range smp.Snapshot().Devices {
+		byID[d.UUID] = d
+	}
+	if len(byID) != 4+7 {
+		t.Fatalf("%d devices, want 4 GPUs and 7 MIG instances", len(byID))
+	}
+	parent := byID[UUID(0)]
+	if !parent.MIGEnabled || parent.HasDutyCycle {
+		t.Errorf("GPU 0 = %+v; want MIG-enabled without a duty cycle", parent)
+	}
+	var used uint64
+	for j := 0; j < 7; j++ {
+		d, ok := byID[MIGUUID(0, j)]
+		if !ok {
+			t.Fatalf("instance 0/%d missing", j)
+		}
+		if d.ParentUUID != UUID(0) || d.Profile != "1g.10gb" || d.GPUInstance != MIGInstanceID(j) || d.ComputeInstance != 0 || d.MemoryTotal != 10<<30 {
+			t.Errorf("instance 0/%d = %+v", j, d.DeviceInfo)
+		}
+		if d.MemoryUsed != n.InstanceMemoryUsed(0, j) {
+			t.Errorf("instance 0/%d memory = %d, want %d", j, d.MemoryUsed, n.InstanceMemoryUsed(0, j))
+		}
+		used += d.MemoryUsed
+		// GPM: the mean of the per-poll busy shares, each the mean of the
+		// simulated driver's one-second samples between two polls.
+		var sum float64
+		for k := 1; k < 4; k++ {
+			from := at.Add(time.Duration(k-1) * 5 * time.Second)
+			sum += n.meanUtilization(devKey{0, j}, from, from.Add(5*time.Second))
+		}
+		if want := sum / 3; !d.HasDutyCycle || math.Abs(d.DutyCycle-want) > 1e-9 {
+			t.Errorf("instance 0/%d duty = %v (%v), want %v", j, d.DutyCycle, d.HasDutyCycle, want)
+		}
+	}
+	if parent.MemoryUsed != used {
+		t.Errorf("GPU 0 memory used %d, want its instances' sum %d", parent.MemoryUsed, used)
+	}
+	if d := byID[MIGUUID(0, 3)]; d.DutyCycle < 55 || d.DutyCycle > 85 {
+		t.Errorf("embedder-0's instance duty = %v, want within 60-80", d.DutyCycle)
+	}
+	alloc, _ := n.Allocatable(context.Background())
+	got := map[string]int{}
+	for _, d := range alloc.GetDevices() {
+		got[d.GetResourceName()] = len(d.GetDeviceIds())
+	}
+	if got["nvidia.com/gpu"] != 3 || got["nvidia.com/mig-1g.10gb"] != 7 {
+		t.Errorf("allocatable = %v, want 3 whole GPUs and 7 instances", got)
+	}
+}
+
+func TestMIGScenarioErrors(t *testing.T) {
+	pod := func(res, dev string) string {
+		return "pods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: " + res + "\n        devices: [\"" + dev + "\"]\n"
+	}
+	tests := []struct{ yaml, want string }{
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.11gb]\n", `mig.0[0]: H100-SXM5-80GB has no MIG profile "1g.11gb"`},
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [4g.40gb, 4g.40gb]\n", "mig.0: instances take 8 slices"},
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  1: [1g.10gb]\n", "mig.1: GPU 1 does not exist"},
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb]\n" + pod("nvidia.com/gpu", "0"), `GPU 0 is MIG-enabled: name one of its instances, such as "0/0"`},
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb]\n" + pod("nvidia.com/mig-1g.10gb", "0/1"), "GPU 0 has 1 MIG instances"},
+		{"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb]\n" + pod("nvidia.com/mig-2g.20gb", "0/0"), "instance 0/0 is a 1g.10gb, not a nvidia.com/mig-2g.20gb"},
+		{"model: H100-SXM5-80GB\ngpus: 2\nmig:\n  0: [1g.10gb]\n" + pod("nvidia.com/mig-1g.10gb", "1/0"), "GPU 1 has no MIG instances"},
+		{"gpus: 1\n" + pod("nvidia.com/gpu", "0/x"), `a MIG instance is "<gpu>/<instance>"`},
+	}
+	for _, tt := range tests {
+		_, err := Parse([]byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) error = %v, want it to mention %q", tt.yaml, err, tt.want)
+		}
+	}
+	// Single strategy: MIG instances handed out as nvidia.com/gpu.
+	if _, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [3g.40gb, 3g.40gb]\n" + pod("nvidia.com/gpu", "0/1") + "allocatable:\n  nvidia.com/gpu: [\"0/0\", \"0/1\"]\n")); err != nil {
+		t.Errorf("single-strategy scenario refused: %v", err)
+	}
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
+)
+
+// scenarioGolden runs the built binary on an example scenario, waits for
+// the simulated Kubernetes API to sync and for ready to be served (a
+// series that needs a second poll, such as a GPM duty cycle), and compares
+// the normalised exposition with testdata/<golden>.
+func scenarioGolden(t *testing.T, scenario, golden, ready string, args ...string) string {
+	t.Helper()
+	path := filepath.Join(tooltest.RepoRoot(), "examples", scenario)
+	e := startExporter(t, append([]string{"--simulate.scenario=" + path, "--nvml.poll-interval=500ms", "--nvml.duty-cycle-window=10s"}, args...)...)
+	raw := scrape(t, e.addr)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`) || !strings.Contains(raw, ready); raw = scrape(t, e.addr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("simulated node never served Kubernetes data and duty cycles:\n%s\n%s", raw, e.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := normalize(raw)
+	file := filepath.Join("testdata", golden)
+	if *update {
+		if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("/metrics differs from %s (run go test ./cmd/exporter -run Scenario -update to accept):\n%s", file, lineDiff(string(want), got))
+	}
+	checkDocumented(t, raw)
+	promtoolCheck(t, raw)
+	return raw
+}
+
+func TestScenarioMIGNode(t *testing.T) {
+	raw := scenarioGolden(t, "mig-node.yaml", "e2e-mig-node.txt", `nodeGpuDutyCycle{gpu_id="MIG-`)
+	// Every MIG instance has its own GPM duty cycle; the MIG-enabled GPU has none.
+	for j := 0; j < 7; j++ {
+		id := fmt.Sprintf("MIG-00000000-0000-4000-9000-%012d", j)
+		if !regexp.MustCompile(`nodeGpuDutyCycle\{gpu_id="` + id + `"`).MatchString(raw) {
+			t.Errorf("instance %s has no duty cycle", id)
+		}
+	}
+	if strings.Contains(raw, `nodeGpuDutyCycle{gpu_id="GPU-00000000-0000-4000-8000-000000000000"`) {
+		t.Error("the MIG-enabled GPU has a duty cycle")
+	}
+}
