@@ -43,6 +43,22 @@ type Config struct {
 	CacheTTL time.Duration
 	// Matcher selects the GPU resources; other devices are dropped on arrival.
 	Matcher *resource.Matcher
+	// DRADrivers are the Dynamic Resource Allocation drivers whose claimed
+	// devices are GPUs; claims of other drivers are dropped on arrival. nil
+	// means DefaultDRADrivers; an empty, non-nil list reads no claims.
+	DRADrivers []string
+}
+
+// DefaultDRADrivers is NVIDIA's DRA driver for GPUs and MIG instances.
+var DefaultDRADrivers = []string{"gpu.nvidia.com"}
+
+// ContainerClaim is one device a container got through a ResourceClaim: the
+// driver, pool and device name identify it in the node's ResourceSlices.
+type ContainerClaim struct {
+	Namespace, Pod, Container string
+	// ClaimName is the ResourceClaim the device was allocated to.
+	ClaimName            string
+	Driver, Pool, Device string
 }
 
 // ContainerDevices is one container's devices of one GPU resource.
@@ -55,6 +71,9 @@ type ContainerDevices struct {
 // round, already reduced to GPU resources.
 type Snapshot struct {
 	Containers []ContainerDevices
+	// Claims are the GPU devices containers got through DRA claims, one
+	// entry per container and device.
+	Claims []ContainerClaim
 	// Allocatable maps a GPU resource to the device IDs the kubelet can hand out.
 	Allocatable map[string][]string
 	// Dropped counts entries skipped as malformed, by reason.
@@ -94,6 +113,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Matcher == nil {
 		cfg.Matcher = resource.MustMatcher(resource.DefaultNVIDIA...)
+	}
+	if cfg.DRADrivers == nil {
+		cfg.DRADrivers = DefaultDRADrivers
 	}
 	conn, err := grpc.NewClient("unix://"+cfg.Socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -190,6 +212,7 @@ func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("get allocatable resources: %w", err)
 	}
 	s := Convert(list, alloc, c.cfg.Matcher)
+	s.Claims = ConvertClaims(list, c.cfg.DRADrivers, s.Dropped)
 	s.Taken = c.now()
 	for reason, n := range s.Dropped {
 		c.countError(reason, n)
@@ -274,4 +297,62 @@ func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv
 		return a.Resource < b.Resource
 	})
 	return s
+}
+
+// ConvertClaims reduces the kubelet's List reply to the devices containers
+// got through DRA claims of the given drivers. Like Convert it is pure: an
+// entry without pod, namespace or container name is dropped and counted in
+// dropped as "empty_name", one without pool or device name as
+// "malformed_claim", and a device listed twice for a container (two claims
+// sharing it) is kept once.
+func ConvertClaims(list *podresourcesv1.ListPodResourcesResponse, drivers []string, dropped map[string]int) []ContainerClaim {
+	if len(drivers) == 0 {
+		return nil
+	}
+	want := make(map[string]bool, len(drivers))
+	for _, d := range drivers {
+		want[d] = true
+	}
+	var out []ContainerClaim
+	seen := map[ContainerClaim]bool{}
+	for _, pod := range list.GetPodResources() {
+		for _, ctr := range pod.GetContainers() {
+			for _, dr := range ctr.GetDynamicResources() {
+				for _, cr := range dr.GetClaimResources() {
+					if !want[cr.GetDriverName()] {
+						continue
+					}
+					if pod.GetName() == "" || pod.GetNamespace() == "" || ctr.GetName() == "" {
+						dropped["empty_name"]++
+						continue
+					}
+					if cr.GetPoolName() == "" || cr.GetDeviceName() == "" {
+						dropped["malformed_claim"]++
+						continue
+					}
+					c := ContainerClaim{
+						Namespace: pod.GetNamespace(), Pod: pod.GetName(), Container: ctr.GetName(),
+						Driver: cr.GetDriverName(), Pool: cr.GetPoolName(), Device: cr.GetDeviceName(),
+					}
+					key := c // the claim name does not make another device
+					if seen[key] {
+						continue
+					}
+					seen[key] = true
+					c.ClaimName = dr.GetClaimName()
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		for _, p := range [][2]string{{a.Namespace, b.Namespace}, {a.Pod, b.Pod}, {a.Container, b.Container}, {a.Driver, b.Driver}, {a.Pool, b.Pool}, {a.Device, b.Device}} {
+			if p[0] != p[1] {
+				return p[0] < p[1]
+			}
+		}
+		return false
+	})
+	return out
 }

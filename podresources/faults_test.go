@@ -392,6 +392,10 @@ func FuzzConvert(f *testing.F) {
 			gpuPod("", "p", "c", "nvidia.com/gpu", gpuUUID), gpuPod("a", "b", "c", "nvidia.com/mig-1g.10gb", migUUID),
 			gpuPod("a", "b", "c", "nvidia.com/mig-1g.10gb", migUUID), gpuPod("x", "y", "z", "example.com/nic", "nic0"),
 		}}, nil},
+		{&podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+			draPod("a", "b", "c", "claim", claimed("gpu.nvidia.com", "pool", "gpu-0"), claimed("gpu.nvidia.com", "pool", "gpu-0"), claimed("gpu.nvidia.com", "", "gpu-1")),
+			draPod("", "b", "c", "claim", claimed("gpu.nvidia.com", "pool", "gpu-2")), draPod("x", "y", "z", "nic", claimed("nic.example.com", "pool", "eth0")),
+		}}, nil},
 	} {
 		l, err := proto.Marshal(seed.list)
 		if err != nil {
@@ -461,6 +465,26 @@ func FuzzConvert(f *testing.F) {
 		for res := range s.Allocatable {
 			if _, ok := fuzzMatcher.Vendor(res); !ok {
 				t.Fatalf("allocatable kept non-GPU resource %q", res)
+			}
+		}
+
+		// Claimed devices of the driver are kept once each or dropped.
+		droppedClaims := map[string]int{}
+		claims := ConvertClaims(list, DefaultDRADrivers, droppedClaims)
+		distinct := map[ContainerClaim]bool{}
+		for _, c := range claims {
+			if c.Namespace == "" || c.Pod == "" || c.Container == "" || c.Pool == "" || c.Device == "" || c.Driver != DefaultDRADrivers[0] {
+				t.Fatalf("kept claim %+v", c)
+			}
+			c.ClaimName = ""
+			if distinct[c] {
+				t.Fatalf("kept %+v twice", c)
+			}
+			distinct[c] = true
+		}
+		for reason := range droppedClaims {
+			if reason != "empty_name" && reason != "malformed_claim" {
+				t.Fatalf("unknown claim drop reason %q", reason)
 			}
 		}
 	})
