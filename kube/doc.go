@@ -14,6 +14,12 @@
 //   - Node, field selector metadata.name=<node>;
 //   - Pod, all namespaces, field selector spec.nodeName=<node>.
 //
+// With DRA enabled (Config.DRA) a third informer reads this node's
+// ResourceSlices (resource.k8s.io/v1, field selector spec.nodeName=<node>):
+// the devices each DRA driver publishes, and the NVML UUID in each device's
+// uuid attribute, so that devices allocated through claims resolve to NVML
+// devices. It needs get, list and watch on resourceslices.
+//
 // Nothing cluster-wide is listed or watched: the API server's load grows
 // with the pods of one node per exporter, and the RBAC needed is get, list
 // and watch on pods and nodes. A transform (cache.TransformFunc) rebuilds

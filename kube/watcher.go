@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -37,6 +38,13 @@ type Config struct {
 	// never contact the API server; 0 disables them, which is fine because
 	// Snapshot reads the stores directly.
 	Resync time.Duration
+	// DRA adds a third informer, on this node's ResourceSlices
+	// (resource.k8s.io/v1), to resolve devices allocated through DRA claims
+	// and count the devices DRADrivers publish.
+	DRA bool
+	// DRADrivers are the DRA drivers whose devices are GPUs; nil means
+	// DefaultDRADrivers.
+	DRADrivers []string
 }
 
 // Snapshot is a consistent-enough view of the node's pods and Node object
@@ -64,8 +72,22 @@ type Snapshot struct {
 	// Node is the GPU capacity/allocatable of this node.
 	Node NodeResources
 
+	// DRA is, when the ResourceSlice informer runs, the devices each DRA
+	// driver publishes for this node, sorted by driver; nil otherwise.
+	DRA []DRADriver
+	// DRAEnabled is true when the ResourceSlice informer runs.
+	DRAEnabled bool
+
 	pods       map[string]PodRef
 	containers map[string]ContainerRef
+	draUUIDs   map[DRADevice]string
+}
+
+// DRADeviceUUID returns the NVML UUID (the uuid attribute in this node's
+// ResourceSlices) of a device allocated through a DRA claim.
+func (s Snapshot) DRADeviceUUID(driver, pool, device string) (string, bool) {
+	u, ok := s.draUUIDs[DRADevice{Driver: driver, Pool: pool, Device: device}]
+	return u, ok
 }
 
 // PodByUID returns the pod with the given UID, terminal pods included, for
@@ -90,10 +112,11 @@ type Watcher struct {
 	cfg    Config
 	logger *slog.Logger
 
-	podInformer  cache.SharedIndexInformer
-	nodeInformer cache.SharedIndexInformer
+	podInformer   cache.SharedIndexInformer
+	nodeInformer  cache.SharedIndexInformer
+	sliceInformer cache.SharedIndexInformer // nil unless Config.DRA
 
-	pods, nodes sourceHealth
+	pods, nodes, slices sourceHealth
 
 	mu      sync.Mutex // guards lastErr
 	lastErr error
@@ -116,6 +139,9 @@ func NewWatcher(client kubernetes.Interface, cfg Config, logger *slog.Logger) *W
 		logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Matcher = defaultMatcher(cfg.Matcher)
+	if cfg.DRADrivers == nil {
+		cfg.DRADrivers = DefaultDRADrivers
+	}
 	w := &Watcher{cfg: cfg, logger: logger.With("source", "kubernetes")}
 
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
@@ -139,6 +165,20 @@ func NewWatcher(client kubernetes.Interface, cfg Config, logger *slog.Logger) *W
 			opts.FieldSelector = nodeSelector
 			return client.CoreV1().Nodes().Watch(ctx, opts)
 		})
+	if cfg.DRA {
+		// Only slices of devices local to this node: drivers of node-local
+		// devices such as GPUs publish their pools with spec.nodeName set.
+		sliceSelector := fields.OneTermEqualSelector(resourcev1.ResourceSliceSelectorNodeName, cfg.NodeName).String()
+		w.sliceInformer = w.newInformer(client, "resourceslices", &resourcev1.ResourceSlice{}, sliceTransform(), &w.slices,
+			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				opts.FieldSelector = sliceSelector
+				return client.ResourceV1().ResourceSlices().List(ctx, opts)
+			},
+			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				opts.FieldSelector = sliceSelector
+				return client.ResourceV1().ResourceSlices().Watch(ctx, opts)
+			})
+	}
 	return w
 }
 
@@ -237,21 +277,28 @@ func (w *Watcher) Start(ctx context.Context) {
 		ctx = klog.NewContext(ctx, logr.FromSlogHandler(w.logger.Handler()))
 		go w.podInformer.RunWithContext(ctx)
 		go w.nodeInformer.RunWithContext(ctx)
+		if w.sliceInformer != nil {
+			go w.sliceInformer.RunWithContext(ctx)
+		}
 	})
 }
 
-// WaitForSync blocks until both informers have completed their first list
+// WaitForSync blocks until the informers have completed their first list
 // or ctx ends, and reports whether they synced.
 func (w *Watcher) WaitForSync(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), w.podInformer.HasSynced, w.nodeInformer.HasSynced)
+	synced := []cache.InformerSynced{w.podInformer.HasSynced, w.nodeInformer.HasSynced}
+	if w.sliceInformer != nil {
+		synced = append(synced, w.sliceInformer.HasSynced)
+	}
+	return cache.WaitForCacheSync(ctx.Done(), synced...)
 }
 
 // Snapshot reads the informer caches; it makes no API call and costs one
 // pass over the pods bound to this node.
 func (w *Watcher) Snapshot() Snapshot {
 	s := Snapshot{
-		Synced:      w.podInformer.HasSynced() && w.nodeInformer.HasSynced(),
-		Healthy:     w.pods.ok.Load() && w.nodes.ok.Load(),
+		Synced:      w.podInformer.HasSynced() && w.nodeInformer.HasSynced() && (w.sliceInformer == nil || w.sliceInformer.HasSynced()),
+		Healthy:     w.pods.ok.Load() && w.nodes.ok.Load() && (w.sliceInformer == nil || w.slices.ok.Load()),
 		ListErrors:  w.listErrors.Load(),
 		WatchErrors: w.watchErrors.Load(),
 		pods:        map[string]PodRef{},
@@ -276,6 +323,16 @@ func (w *Watcher) Snapshot() Snapshot {
 		if node, ok := obj.(*corev1.Node); ok {
 			s.Node = NodeGPUResources(node, w.cfg.Matcher)
 		}
+	}
+	if w.sliceInformer != nil {
+		var list []*resourcev1.ResourceSlice
+		for _, obj := range w.sliceInformer.GetStore().List() {
+			if sl, ok := obj.(*resourcev1.ResourceSlice); ok {
+				list = append(list, sl)
+			}
+		}
+		s.DRAEnabled = true
+		s.draUUIDs, s.DRA = ResourceSliceDevices(list, w.cfg.DRADrivers)
 	}
 	return s
 }
