@@ -38,6 +38,15 @@ type Specs struct {
 	Node      []NodeResource
 	// Lookup resolves pod UIDs and container IDs; nil when unknown.
 	Lookup PodLookup
+	// DRA resolves devices allocated through DRA claims; nil when the
+	// node's ResourceSlices are not read.
+	DRA DRALookup
+	// DRANode is, per DRA driver, the devices the node's ResourceSlices
+	// publish: its capacity and allocatable.
+	DRANode []NodeResource
+	// DRAUUIDs are the NVML UUIDs of the devices DRA drivers publish; the
+	// kubelet-derived capacity does not count them as device-plugin GPUs.
+	DRAUUIDs map[string]bool
 }
 
 // Usage is one container's use of one device (a GPU or a MIG instance).
@@ -193,6 +202,30 @@ func Join(in Inputs) View {
 				})
 			}
 		}
+		if in.Specs != nil && in.Specs.DRA != nil {
+			for _, c := range in.Kubelet.Claims {
+				var d *nvml.Reading
+				if uuid, ok := in.Specs.DRA.DRADeviceUUID(c.Driver, c.Pool, c.Device); ok {
+					d = ix.byUUID[uuid]
+				}
+				if d == nil {
+					if id := claimID(c); in.NVMLUp && !unmatched[id] {
+						unmatched[id] = true
+						v.Unmatched = append(v.Unmatched, id)
+					}
+					continue
+				}
+				k := useKey{c.Namespace, c.Pod, c.Container, d.UUID}
+				if seen[k] {
+					continue // also held through the device plugin or another claim
+				}
+				seen[k] = true
+				v.Usage = append(v.Usage, Usage{
+					Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d,
+					DutyCycle: d.DutyCycle, HasDutyCycle: d.HasDutyCycle, MemoryUsed: d.MemoryUsed, HasMemory: d.HasMemory,
+				})
+			}
+		}
 		sort.Strings(v.Unmatched)
 		sort.SliceStable(v.Usage, func(i, j int) bool {
 			a, b := v.Usage[i], v.Usage[j]
@@ -218,11 +251,19 @@ func Join(in Inputs) View {
 	case in.Kubelet != nil:
 		v.Requests = kubeletRequests(in.Kubelet, in.Matcher)
 	}
+	if in.Kubelet != nil && len(in.Kubelet.Claims) > 0 {
+		v.Requests = append(append([]ContainerResource(nil), v.Requests...), draRequests(in.Kubelet.Claims)...)
+		sortRequests(v.Requests)
+	}
 
 	if in.Specs != nil && in.Specs.NodeFound {
 		v.Node = in.Specs.Node
 	} else {
 		v.Node = fallbackNode(in, ix)
+	}
+	if in.Specs != nil && len(in.Specs.DRANode) > 0 {
+		v.Node = append(append([]NodeResource(nil), v.Node...), in.Specs.DRANode...)
+		sort.SliceStable(v.Node, func(i, j int) bool { return v.Node[i].Resource < v.Node[j].Resource })
 	}
 	return v
 }
@@ -332,9 +373,13 @@ func fallbackNode(in Inputs, ix *deviceIndex) []NodeResource {
 				migParents[d.ParentUUID] = true
 			}
 		}
+		var dra map[string]bool
+		if in.Specs != nil {
+			dra = in.Specs.DRAUUIDs
+		}
 		for _, d := range in.Devices {
-			if offered[d.UUID] || (d.MIGEnabled && migParents[d.UUID]) {
-				continue // counted through the kubelet, or through its instances
+			if offered[d.UUID] || (d.MIGEnabled && migParents[d.UUID]) || dra[d.UUID] {
+				continue // counted through the kubelet, its instances or its DRA driver
 			}
 			res := "nvidia.com/gpu"
 			if d.IsMIG() && d.Profile != "" {

@@ -70,6 +70,20 @@ func SpecsFromKube(s kube.Snapshot) *Specs {
 	for _, res := range sortedStrings(order) {
 		out.Node = append(out.Node, *byRes[res])
 	}
+	if s.DRAEnabled {
+		out.DRA = s
+		out.DRAUUIDs = map[string]bool{}
+		for _, u := range s.DRADeviceUUIDs() {
+			out.DRAUUIDs[u] = true
+		}
+		for _, d := range s.DRA {
+			n := float64(d.Devices)
+			out.DRANode = append(out.DRANode, NodeResource{
+				Resource: d.Driver, Vendor: draVendor(d.Driver),
+				Capacity: n, HasCapacity: true, Allocatable: n, HasAllocatable: true,
+			})
+		}
+	}
 	return out
 }
 

@@ -90,6 +90,17 @@ func (s Snapshot) DRADeviceUUID(driver, pool, device string) (string, bool) {
 	return u, ok
 }
 
+// DRADeviceUUIDs returns the NVML UUIDs of every device this node's
+// ResourceSlices publish, sorted.
+func (s Snapshot) DRADeviceUUIDs() []string {
+	out := make([]string, 0, len(s.draUUIDs))
+	for _, u := range s.draUUIDs {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // PodByUID returns the pod with the given UID, terminal pods included, for
 // attributing a GPU process found through its cgroup's pod UID.
 func (s Snapshot) PodByUID(uid string) (PodRef, bool) {
