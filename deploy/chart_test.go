@@ -132,6 +132,9 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	}
 
 	checkRBAC(t, objs, false)
+	if slices.Contains(c.Args, "--dra.enabled") {
+		t.Errorf("DRA enabled by default: %v", c.Args)
+	}
 
 	svc := only[*corev1.Service](t, objs)
 	if svc.Spec.Type != corev1.ServiceTypeClusterIP || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Name != "metrics" ||
@@ -210,6 +213,9 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 	}
 
 	checkRBAC(t, objs, true)
+	if !slices.Contains(c.Args, "--dra.enabled") {
+		t.Errorf("dra.enabled: args %v lack --dra.enabled", c.Args)
+	}
 
 	sm := only[*serviceMonitor](t, objs)
 	pm := only[*podMonitor](t, objs)

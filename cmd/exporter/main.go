@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,6 +64,8 @@ type options struct {
 	kubeconfig     string
 	perProcess     bool
 	procfs         string
+	draEnabled     bool
+	draDrivers     []string
 	log            *promslog.Config
 }
 
@@ -88,6 +91,8 @@ func parseFlags(args []string) (*options, *kingpin.Application, error) {
 	app.Flag("kubeconfig", "Kubeconfig file for running outside a cluster; in-cluster configuration when empty.").Envar("KUBECONFIG").StringVar(&o.kubeconfig)
 	app.Flag("nvml.per-process", "Collect per-process GPU data to give each container sharing a GPU (time-slicing, MPS) its own numbers; needs the host's /proc (--path.procfs) and the Kubernetes API.").Default("true").BoolVar(&o.perProcess)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
+	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs get, list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
+	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(podresources.DefaultDRADrivers...).StringsVar(&o.draDrivers)
 	app.Flag("simulate", "Serve a built-in simulated node (8 GPUs, several pods) instead of real hardware.").BoolVar(&o.simulate)
 	app.Flag("simulate.scenario", "Serve a simulated node described by this YAML file (see docs/simulation.md); implies --simulate.").PlaceHolder("FILE").StringVar(&o.scenario)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
@@ -121,6 +126,11 @@ func (o *options) validate() error {
 		return errors.New("--web.max-requests must not be negative")
 	case o.metricsPath == "" || o.metricsPath[0] != '/' || o.metricsPath == "/":
 		return errors.New("--web.telemetry-path must be an absolute path other than /")
+	}
+	for _, d := range o.draDrivers {
+		if d == "" || strings.ContainsAny(d, "/ ") {
+			return fmt.Errorf("--dra.driver: %q is not a DRA driver name such as gpu.nvidia.com", d)
+		}
 	}
 	if _, err := resource.NewMatcher(o.resources); err != nil {
 		return fmt.Errorf("--gpu.resource: %w", err)
@@ -162,7 +172,7 @@ func startWatcher(ctx context.Context, o *options, cfg *rest.Config, m *resource
 		logger.Warn("Kubernetes client", "err", err)
 		return nil
 	}
-	w := kube.NewWatcher(client, kube.Config{NodeName: o.nodeName, Matcher: m}, logger)
+	w := kube.NewWatcher(client, kube.Config{NodeName: o.nodeName, Matcher: m, DRA: o.draEnabled, DRADrivers: o.draDrivers}, logger)
 	w.Start(ctx)
 	// Give the informers a moment so the first scrape already has specs;
 	// until they sync, the kubelet/NVML fallback serves.
@@ -228,8 +238,13 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 	samplerDone := make(chan struct{})
 	go func() { defer close(samplerDone); sampler.Run(ctx) }()
 
+	draDrivers := []string{} // no claims read
+	if o.draEnabled {
+		draDrivers = o.draDrivers
+	}
 	kubelet, err := podresources.New(podresources.Config{
 		Socket: socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
+		DRADrivers: draDrivers,
 	})
 	if err != nil {
 		return err
