@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	resourcev1 "k8s.io/api/resource/v1"
 	apiresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,31 +32,42 @@ func ContainerID(namespace, pod, container string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// apiServer answers the two list/watch requests the exporter's informers
-// make (this node's pods and Node), so that on the simulated node the
+// apiServer answers the list/watch requests the exporter's informers make
+// (this node's pods and Node, and its ResourceSlices when the scenario has
+// a DRA driver), so that on the simulated node the
 // Kubernetes API path runs for real, over HTTP, through client-go. It is no
 // general API server: anything else is 404.
 type apiServer struct {
-	srv   *http.Server
-	url   string
-	pods  *corev1.PodList
-	nodes *corev1.NodeList
-	stop  chan struct{}
+	srv    *http.Server
+	url    string
+	pods   *corev1.PodList
+	nodes  *corev1.NodeList
+	slices *resourcev1.ResourceSliceList // nil without DRA
+	stop   chan struct{}
 }
 
-func startAPIServer(pods *corev1.PodList, nodes *corev1.NodeList) (*apiServer, error) {
+func startAPIServer(pods *corev1.PodList, nodes *corev1.NodeList, rs *resourcev1.ResourceSliceList) (*apiServer, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("simulated API server: %w", err)
 	}
-	a := &apiServer{url: "http://" + l.Addr().String(), pods: pods, nodes: nodes, stop: make(chan struct{})}
+	a := &apiServer{url: "http://" + l.Addr().String(), pods: pods, nodes: nodes, slices: rs, stop: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/pods", func(w http.ResponseWriter, r *http.Request) {
-		a.serve(w, r, a.pods, "Pod", podItems(a.pods))
+		a.serve(w, r, a.pods, "v1", "Pod", podItems(a.pods))
 	})
 	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, r *http.Request) {
-		a.serve(w, r, a.nodes, "Node", nodeItems(a.nodes))
+		a.serve(w, r, a.nodes, "v1", "Node", nodeItems(a.nodes))
 	})
+	if rs != nil {
+		mux.HandleFunc("GET /apis/resource.k8s.io/v1/resourceslices", func(w http.ResponseWriter, r *http.Request) {
+			items := make([]any, len(a.slices.Items))
+			for i := range a.slices.Items {
+				items[i] = &a.slices.Items[i]
+			}
+			a.serve(w, r, a.slices, "resource.k8s.io/v1", "ResourceSlice", items)
+		})
+	}
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = a.srv.Serve(l) }()
 	return a, nil
@@ -65,7 +78,7 @@ func startAPIServer(pods *corev1.PodList, nodes *corev1.NodeList) (*apiServer, e
 // an open stream. A watch asking for initial events (client-go's streaming
 // list) first gets every object as ADDED and the bookmark that ends them;
 // then nothing, until it times out or the server stops.
-func (a *apiServer) serve(w http.ResponseWriter, r *http.Request, list any, kind string, items []any) {
+func (a *apiServer) serve(w http.ResponseWriter, r *http.Request, list any, apiVersion, kind string, items []any) {
 	q := r.URL.Query()
 	w.Header().Set("Content-Type", "application/json")
 	if q.Get("watch") != "true" && q.Get("watch") != "1" {
@@ -85,7 +98,7 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request, list any, kind
 			_ = enc.Encode(map[string]any{"type": "ADDED", "object": obj})
 		}
 		_ = enc.Encode(map[string]any{"type": "BOOKMARK", "object": map[string]any{
-			"kind": kind, "apiVersion": "v1",
+			"kind": kind, "apiVersion": apiVersion,
 			"metadata": map[string]any{"resourceVersion": "1", "annotations": map[string]string{"k8s.io/initial-events-end": "true"}},
 		}})
 	}
@@ -140,7 +153,13 @@ func (n *Node) buildAPIObjects() (*corev1.PodList, *corev1.NodeList) {
 		}
 		for _, c := range p.Containers {
 			ctr := corev1.Container{Name: c.Name, Image: "registry.example/" + c.Name + ":sim"}
-			if len(c.Devices) > 0 {
+			if c.Claim != "" {
+				claim := c.Claim
+				ctr.Resources.Claims = []corev1.ResourceClaim{{Name: claim}}
+				if !slices.ContainsFunc(pod.Spec.ResourceClaims, func(r corev1.PodResourceClaim) bool { return r.Name == claim }) {
+					pod.Spec.ResourceClaims = append(pod.Spec.ResourceClaims, corev1.PodResourceClaim{Name: claim, ResourceClaimName: &claim})
+				}
+			} else if len(c.Devices) > 0 {
 				q := *apiresource.NewQuantity(int64(len(c.Devices)), apiresource.DecimalSI)
 				ctr.Resources.Requests = corev1.ResourceList{corev1.ResourceName(c.Resource): q}
 				ctr.Resources.Limits = corev1.ResourceList{corev1.ResourceName(c.Resource): q}
@@ -172,6 +191,47 @@ func (n *Node) buildAPIObjects() (*corev1.PodList, *corev1.NodeList) {
 		Status:     corev1.NodeStatus{Capacity: capacity, Allocatable: allocatable},
 	}
 	return pods, &corev1.NodeList{TypeMeta: metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}, ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: []corev1.Node{node}}
+}
+
+// buildResourceSlices is the ResourceSlice the scenario's DRA driver
+// publishes for this node: one pool named after the node, each device with
+// its NVML UUID in the uuid attribute as NVIDIA's driver sets it; nil
+// without DRA.
+func (n *Node) buildResourceSlices() *resourcev1.ResourceSliceList {
+	dra := n.scenario.DRA
+	if dra == nil {
+		return nil
+	}
+	node := n.Name
+	s := resourcev1.ResourceSlice{
+		TypeMeta:   metav1.TypeMeta{Kind: "ResourceSlice", APIVersion: "resource.k8s.io/v1"},
+		ObjectMeta: metav1.ObjectMeta{Name: node + "-" + strings.ReplaceAll(dra.Driver, ".", "-"), UID: types.UID(PodUID("resourceslice", node)), ResourceVersion: "1"},
+		Spec: resourcev1.ResourceSliceSpec{
+			Driver:   dra.Driver,
+			Pool:     resourcev1.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1},
+			NodeName: &node,
+		},
+	}
+	model := models[n.scenario.Model].Name
+	for _, d := range dra.Devices {
+		uuid, kind := deviceUUID(d), "gpu"
+		if ref, _ := ParseDevice(d); ref.MIG >= 0 {
+			kind = "mig"
+		}
+		s.Spec.Devices = append(s.Spec.Devices, resourcev1.Device{
+			Name: DRADeviceName(d),
+			Attributes: map[resourcev1.QualifiedName]resourcev1.DeviceAttribute{
+				"type":        {StringValue: &kind},
+				"uuid":        {StringValue: &uuid},
+				"productName": {StringValue: &model},
+			},
+		})
+	}
+	return &resourcev1.ResourceSliceList{
+		TypeMeta: metav1.TypeMeta{Kind: "ResourceSliceList", APIVersion: "resource.k8s.io/v1"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+		Items:    []resourcev1.ResourceSlice{s},
+	}
 }
 
 // cgroupPath is the cgroup v2 path (systemd driver, containerd) of a

@@ -47,3 +47,42 @@ func TestInformersSyncAgainstSimulatedAPI(t *testing.T) {
 		t.Fatalf("container lookup = %+v, %v", ref, ok)
 	}
 }
+
+// TestSimulatedResourceSlicesThroughInformer runs kube.Watcher with DRA
+// against the simulated API server: the ResourceSlice list/watch, with its
+// initial events and bookmark, is what client-go's informer expects.
+func TestSimulatedResourceSlicesThroughInformer(t *testing.T) {
+	s, err := Load("../examples/dra-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	client, err := kubernetes.NewForConfig(n.RESTConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w := kube.NewWatcher(client, kube.Config{NodeName: n.Name, DRA: true}, nil)
+	w.Start(ctx)
+	if !w.WaitForSync(ctx) {
+		t.Fatal("informers did not sync")
+	}
+	for !w.Snapshot().Healthy {
+		if ctx.Err() != nil {
+			t.Fatal("watches never opened")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	snap := w.Snapshot()
+	if len(snap.DRA) != 1 || snap.DRA[0] != (kube.DRADriver{Driver: "gpu.nvidia.com", Devices: 6}) {
+		t.Errorf("DRA = %+v", snap.DRA)
+	}
+	if u, ok := snap.DRADeviceUUID("gpu.nvidia.com", "dra-node", "gpu-3"); !ok || u != UUID(3) {
+		t.Errorf("gpu-3 = %q, %v", u, ok)
+	}
+}

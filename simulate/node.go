@@ -128,7 +128,8 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.api, err = startAPIServer(n.buildAPIObjects()); err != nil {
+	pods, nodes := n.buildAPIObjects()
+	if n.api, err = startAPIServer(pods, nodes, n.buildResourceSlices()); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -509,7 +510,9 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 		pr := &podresourcesv1.PodResources{Namespace: p.Namespace, Name: p.Name}
 		for _, c := range p.Containers {
 			cr := &podresourcesv1.ContainerResources{Name: c.Name}
-			if len(c.Devices) > 0 {
+			if c.Claim != "" {
+				cr.DynamicResources = []*podresourcesv1.DynamicResource{n.claimResources(p.Namespace, c)}
+			} else if len(c.Devices) > 0 {
 				ids := make([]string, len(c.Devices))
 				for k, d := range c.Devices {
 					ids[k] = deviceID(d)
@@ -544,14 +547,22 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 	// device plugin's mixed strategy).
 	var ids []string
 	migIDs := map[string][]string{}
+	dra := map[string]bool{} // published by the DRA driver, not the device plugin
+	if n.scenario.DRA != nil {
+		for _, d := range n.scenario.DRA.Devices {
+			dra[d] = true
+		}
+	}
 	for i := 0; i < n.scenario.GPUs; i++ {
 		if profiles, ok := n.scenario.MIG[i]; ok {
 			for j, p := range profiles {
-				migIDs["nvidia.com/mig-"+p] = append(migIDs["nvidia.com/mig-"+p], MIGUUID(i, j))
+				if !dra[fmt.Sprintf("%d/%d", i, j)] {
+					migIDs["nvidia.com/mig-"+p] = append(migIDs["nvidia.com/mig-"+p], MIGUUID(i, j))
+				}
 			}
 			continue
 		}
-		if !replicated[i] {
+		if !replicated[i] && !dra[fmt.Sprint(i)] {
 			ids = append(ids, UUID(i))
 		}
 	}
@@ -567,6 +578,40 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 		alloc.Devices = append(alloc.Devices, &podresourcesv1.ContainerDevices{ResourceName: res, DeviceIds: migIDs[res]})
 	}
 	return list, alloc
+}
+
+// DRADeviceName is the name the scenario's DRA driver gives a device in
+// its ResourceSlice: "gpu-3" for GPU 3, "gpu-2-mig-0" for instance 0 of GPU 2.
+func DRADeviceName(d string) string {
+	ref, _ := ParseDevice(d)
+	if ref.MIG >= 0 {
+		return fmt.Sprintf("gpu-%d-mig-%d", ref.GPU, ref.MIG)
+	}
+	return fmt.Sprintf("gpu-%d", ref.GPU)
+}
+
+// deviceUUID is the NVML UUID of a whole GPU or MIG instance entry.
+func deviceUUID(d string) string {
+	ref, _ := ParseDevice(d)
+	if ref.MIG >= 0 {
+		return MIGUUID(ref.GPU, ref.MIG)
+	}
+	return UUID(ref.GPU)
+}
+
+// claimResources is what the kubelet reports of a container's claim: the
+// driver, this node's pool and each allocated device with its CDI device.
+func (n *Node) claimResources(namespace string, c Container) *podresourcesv1.DynamicResource {
+	dr := &podresourcesv1.DynamicResource{ClaimName: c.Claim, ClaimNamespace: namespace}
+	for _, d := range c.Devices {
+		dr.ClaimResources = append(dr.ClaimResources, &podresourcesv1.ClaimResource{
+			DriverName: n.scenario.DRA.Driver,
+			PoolName:   n.Name,
+			DeviceName: DRADeviceName(d),
+			CdiDevices: []*podresourcesv1.CDIDevice{{Name: "k8s." + n.scenario.DRA.Driver + "/gpu=" + deviceUUID(d)}},
+		})
+	}
+	return dr
 }
 
 // List implements podresources.Source.

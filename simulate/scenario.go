@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,7 +47,22 @@ type Scenario struct {
 	MIG         map[int][]string    `yaml:"mig"`
 	Pods        []Pod               `yaml:"pods"`
 	Allocatable map[string][]string `yaml:"allocatable"`
+	// DRA, when set, has a Dynamic Resource Allocation driver publish
+	// devices in a ResourceSlice of this node; containers get them through
+	// claims (Container.Claim) instead of the device plugin.
+	DRA *DRA `yaml:"dra"`
 }
+
+// DRA is the node's DRA driver and the devices it publishes.
+type DRA struct {
+	// Driver is the driver name; default gpu.nvidia.com.
+	Driver string `yaml:"driver"`
+	// Devices are GPU indexes ("3") or MIG instances ("2/0").
+	Devices []string `yaml:"devices"`
+}
+
+// DefaultDRADriver is the DRA driver a scenario's dra section defaults to.
+const DefaultDRADriver = "gpu.nvidia.com"
 
 // Pod is one pod of the scenario.
 type Pod struct {
@@ -62,6 +78,9 @@ type Container struct {
 	// Devices are GPU indexes ("3"), replicas of a shared GPU ("6::1") or
 	// MIG instances ("2/0": instance 0 of GPU 2).
 	Devices []string `yaml:"devices"`
+	// Claim, when set, names the ResourceClaim through which the container
+	// got Devices from the scenario's DRA driver; Resource is then empty.
+	Claim string `yaml:"claim"`
 	// UnallocatedDevices are GPUs the container uses without having been
 	// allocated them (NVIDIA_VISIBLE_DEVICES=all in its image, say): real
 	// use that no holder accounts for.
@@ -119,6 +138,9 @@ func Parse(data []byte) (*Scenario, error) {
 	}
 	if s.Model == "" {
 		s.Model = "A100-SXM4-40GB"
+	}
+	if s.DRA != nil && s.DRA.Driver == "" {
+		s.DRA.Driver = DefaultDRADriver
 	}
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -210,7 +232,10 @@ func (s *Scenario) validate() error {
 			if c.Name == "" {
 				bad(cpath+".name", "required")
 			}
-			if len(c.Devices) > 0 {
+			switch {
+			case c.Claim != "":
+				s.checkClaim(cpath, c, bad)
+			case len(c.Devices) > 0:
 				if _, ok := m.Vendor(c.Resource); !ok {
 					bad(cpath+".resource", "%q is not a GPU resource", c.Resource)
 				}
@@ -241,7 +266,43 @@ func (s *Scenario) validate() error {
 		}
 		checkDevs("allocatable."+res, res, s.Allocatable[res])
 	}
+	if s.DRA != nil {
+		checkDevs("dra.devices", "", s.DRA.Devices)
+		seen := map[string]bool{}
+		for k, d := range s.DRA.Devices {
+			if ref, err := ParseDevice(d); err == nil && ref.Replica >= 0 {
+				bad(fmt.Sprintf("dra.devices[%d]", k), "a DRA driver publishes whole GPUs or MIG instances, not replicas")
+			}
+			if seen[d] {
+				bad(fmt.Sprintf("dra.devices[%d]", k), "%q listed twice", d)
+			}
+			seen[d] = true
+		}
+		if strings.ContainsAny(s.DRA.Driver, "/ ") {
+			bad("dra.driver", "%q is not a driver name such as gpu.nvidia.com", s.DRA.Driver)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkClaim checks a container that gets devices through a DRA claim:
+// the scenario has a DRA driver, and it publishes the devices.
+func (s *Scenario) checkClaim(path string, c Container, bad func(path, format string, args ...any)) {
+	if s.DRA == nil {
+		bad(path+".claim", "needs a dra section: the driver that publishes the devices")
+		return
+	}
+	if c.Resource != "" {
+		bad(path+".resource", "a container gets devices through a claim or a resource, not both")
+	}
+	if len(c.Devices) == 0 {
+		bad(path+".devices", "a claim needs at least one device")
+	}
+	for k, d := range c.Devices {
+		if !slices.Contains(s.DRA.Devices, d) {
+			bad(fmt.Sprintf("%s.devices[%d]", path, k), "%q is not among dra.devices", d)
+		}
+	}
 }
 
 // migProfiles maps the profile names of a model ("1g.10gb") to their

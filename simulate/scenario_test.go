@@ -239,3 +239,59 @@ func TestMIGScenarioErrors(t *testing.T) {
 		t.Errorf("single-strategy scenario refused: %v", err)
 	}
 }
+
+func TestDRAScenario(t *testing.T) {
+	s, err := Load("../examples/dra-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, err := podresources.New(podresources.Config{Socket: n.Socket, Timeout: 2 * time.Second, Matcher: resource.MustMatcher(resource.DefaultNVIDIA...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	snap, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var devices []string
+	for _, cl := range snap.Claims {
+		if cl.Pod == "llm-finetune-0" {
+			if cl.ClaimName != "finetune-gpus" || cl.Driver != "gpu.nvidia.com" || cl.Pool != "dra-node" {
+				t.Errorf("claim = %+v", cl)
+			}
+			devices = append(devices, cl.Device)
+		}
+	}
+	if strings.Join(devices, ",") != "gpu-0,gpu-1,gpu-2,gpu-3" || len(snap.Claims) != 6 {
+		t.Errorf("claims = %+v", snap.Claims)
+	}
+	// The device plugin offers only the GPUs the DRA driver does not publish.
+	if got := snap.Allocatable["nvidia.com/gpu"]; strings.Join(got, ",") != UUID(6)+","+UUID(7) {
+		t.Errorf("device-plugin allocatable = %v", got)
+	}
+	// The ResourceSlice maps each device to its NVML UUID.
+	rs := n.buildResourceSlices()
+	if len(rs.Items) != 1 || len(rs.Items[0].Spec.Devices) != 6 || *rs.Items[0].Spec.NodeName != "dra-node" {
+		t.Fatalf("slices = %+v", rs.Items)
+	}
+	if d := rs.Items[0].Spec.Devices[4]; d.Name != "gpu-4" || *d.Attributes["uuid"].StringValue != UUID(4) {
+		t.Errorf("device 4 = %+v", d)
+	}
+
+	for _, tt := range []struct{ yaml, want string }{
+		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        claim: x\n        devices: [\"0\"]\n", "pods[0].containers[0].claim: needs a dra section"},
+		{"gpus: 2\ndra:\n  devices: [\"0\"]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        claim: x\n        devices: [\"1\"]\n", `pods[0].containers[0].devices[0]: "1" is not among dra.devices`},
+		{"gpus: 2\ndra:\n  devices: [\"0::1\"]\n", "dra.devices[0]: a DRA driver publishes whole GPUs or MIG instances"},
+		{"gpus: 2\ndra:\n  devices: [\"0\"]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        claim: x\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n", "a claim or a resource, not both"},
+	} {
+		if _, err := Parse([]byte(tt.yaml)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) error = %v, want it to mention %q", tt.yaml, err, tt.want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -200,6 +201,12 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 			if sc, err = simulate.Load(o.scenario); err != nil {
 				return fmt.Errorf("--simulate.scenario: %w", err)
 			}
+		}
+		if sc.DRA != nil && !(o.draEnabled && slices.Contains(o.draDrivers, sc.DRA.Driver)) {
+			// The scenario's claims would otherwise go unreported.
+			o.draEnabled = true
+			o.draDrivers = append(o.draDrivers, sc.DRA.Driver)
+			logger.Info("the scenario has a DRA driver: DRA enabled", "driver", sc.DRA.Driver)
 		}
 		node, err := simulate.Start(sc, nil)
 		if err != nil {

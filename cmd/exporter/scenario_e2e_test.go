@@ -59,3 +59,26 @@ func TestScenarioMIGNode(t *testing.T) {
 		t.Error("the MIG-enabled GPU has a duty cycle")
 	}
 }
+
+func TestScenarioDRANode(t *testing.T) {
+	raw := scenarioGolden(t, "dra-node.yaml", "e2e-dra-node.txt", `containerGpuDutyCycle{container="trainer"`)
+	for _, want := range []string{
+		// Capacity of the DRA driver: the devices its ResourceSlice publishes.
+		`nodeGpuCapacity{gpu_vendor="nvidia",node="dra-node",resource="gpu.nvidia.com"} 6`,
+		`nodeGpuAllocatable{gpu_vendor="nvidia",node="dra-node",resource="gpu.nvidia.com"} 6`,
+		`nodeGpuCapacity{gpu_vendor="nvidia",node="dra-node",resource="nvidia.com/gpu"} 2`,
+		// Requests: the devices each container's claims were allocated.
+		`containerGpuRequests{container="trainer",gpu_vendor="nvidia",namespace="ml-training",node="dra-node",pod="llm-finetune-0",resource="gpu.nvidia.com"} 4`,
+		`containerGpuLimits{container="warmup",gpu_vendor="nvidia",namespace="inference",node="dra-node",pod="ranker-0",resource="gpu.nvidia.com"} 1`,
+		// A claim shared by two containers is split per process.
+		`kube_gpu_exporter_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000004",mode="per_process",node="dra-node",reason=""} 1`,
+		`kube_gpu_exporter_unmatched_devices 0`,
+	} {
+		if !strings.Contains(raw, want+"\n") {
+			t.Errorf("missing %s", want)
+		}
+	}
+	if n := strings.Count(raw, "\ncontainerGpuDutyCycle{"); n != 7 {
+		t.Errorf("%d container duty-cycle series, want 7 (4 trainer GPUs, 2 ranker containers, 1 notebook)", n)
+	}
+}
