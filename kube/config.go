@@ -12,7 +12,7 @@ import (
 const UserAgent = "kube-gpu-exporter"
 
 // The exporter issues one list and one long-running watch per informer
-// (two informers), and relists only after errors. A small budget is enough
+// (two informers, three with DRA), and relists only after errors. A small budget is enough
 // and protects the API server when a DaemonSet of thousands of exporters
 // relists at the same time.
 const (

@@ -24,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"1\", \"0::3\"]\n        utilization: {mean: 50, swing: 50, period: 1m}\n        memoryGiB: 3.5\n"))
 	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 1\nallocatable:\n  nvidia.com/gpu.shared: [\"0::0\", \"0::1\"]\n"))
 	f.Add([]byte("gpus: 64\n"))
+	f.Add([]byte("gpus: 3\ndra:\n  devices: [\"0\", \"1\"]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        claim: x\n        devices: [\"1\"]\n      - name: d\n        claim: x\n        devices: [\"1\"]\n"))
 	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 2\nmig:\n  1: [3g.40gb, 2g.20gb, 1g.10gb]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/mig-2g.20gb\n        devices: [\"1/1\"]\n        memoryGiB: 30\n"))
 	f.Add([]byte("{}"))
 	matcher := resource.MustMatcher(resource.DefaultAll...)
