@@ -53,8 +53,18 @@ func FuzzParse(f *testing.F) {
 				if c.Name == "" {
 					t.Fatalf("accepted a nameless container in %s", key)
 				}
-				if _, ok := matcher.Vendor(c.Resource); len(c.Devices) > 0 && !ok {
+				if _, ok := matcher.Vendor(c.Resource); len(c.Devices) > 0 && !ok && c.Claim == "" {
 					t.Fatalf("accepted devices under non-GPU resource %q", c.Resource)
+				}
+				if c.Claim != "" {
+					if s.DRA == nil || c.Resource != "" || len(c.Devices) == 0 {
+						t.Fatalf("%s/%s: accepted claim %q without a DRA driver, with a resource, or without devices", key, c.Name, c.Claim)
+					}
+					for _, d := range c.Devices {
+						if !slices.Contains(s.DRA.Devices, d) {
+							t.Fatalf("%s/%s: accepted claimed device %q the driver does not publish", key, c.Name, d)
+						}
+					}
 				}
 				for _, d := range c.Devices {
 					checkDev(key, d)
