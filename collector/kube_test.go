@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 )
 
@@ -69,7 +70,7 @@ func TestKubernetesSourceEndToEnd(t *testing.T) {
 		}
 		return true, w, err
 	})
-	w := kube.NewWatcher(client, kube.Config{NodeName: "gpu-node-1"}, nil)
+	w := kube.NewWatcher(kubetest.FromClientset(client), kube.Config{NodeName: "gpu-node-1"}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w.Start(ctx)

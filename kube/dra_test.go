@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -66,7 +67,7 @@ func TestWatcherResourceSlices(t *testing.T) {
 	api := newFakeAPI(gpuNode(testNode), slice("a-gpus", "gpu.nvidia.com", "node-a", testNode, 1, "gpu-0", "gpu-1"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w := NewWatcher(api.client, Config{NodeName: testNode, DRA: true}, slog.New(slog.DiscardHandler))
+	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode, DRA: true}, slog.New(slog.DiscardHandler))
 	w.Start(ctx)
 	syncCtx, syncCancel := context.WithTimeout(ctx, 10*time.Second)
 	defer syncCancel()

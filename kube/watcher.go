@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -145,7 +144,7 @@ type sourceHealth struct {
 // NewWatcher creates the two informers (Node by metadata.name, Pods by
 // spec.nodeName, so that nothing cluster-wide is listed or watched) without
 // starting them. logger may be nil.
-func NewWatcher(client kubernetes.Interface, cfg Config, logger *slog.Logger) *Watcher {
+func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -161,20 +160,20 @@ func NewWatcher(client kubernetes.Interface, cfg Config, logger *slog.Logger) *W
 	w.podInformer = w.newInformer(client, "pods", &corev1.Pod{}, podTransform(cfg.Matcher), &w.pods,
 		func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = podSelector
-			return client.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
+			return client.ListPods(ctx, opts)
 		},
 		func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = podSelector
-			return client.CoreV1().Pods(metav1.NamespaceAll).Watch(ctx, opts)
+			return client.WatchPods(ctx, opts)
 		})
 	w.nodeInformer = w.newInformer(client, "nodes", &corev1.Node{}, nodeTransform(cfg.Matcher), &w.nodes,
 		func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = nodeSelector
-			return client.CoreV1().Nodes().List(ctx, opts)
+			return client.ListNodes(ctx, opts)
 		},
 		func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = nodeSelector
-			return client.CoreV1().Nodes().Watch(ctx, opts)
+			return client.WatchNodes(ctx, opts)
 		})
 	if cfg.DRA {
 		// Only slices of devices local to this node: drivers of node-local
@@ -183,11 +182,11 @@ func NewWatcher(client kubernetes.Interface, cfg Config, logger *slog.Logger) *W
 		w.sliceInformer = w.newInformer(client, "resourceslices", &resourcev1.ResourceSlice{}, sliceTransform(), &w.slices,
 			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 				opts.FieldSelector = sliceSelector
-				return client.ResourceV1().ResourceSlices().List(ctx, opts)
+				return client.ListResourceSlices(ctx, opts)
 			},
 			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 				opts.FieldSelector = sliceSelector
-				return client.ResourceV1().ResourceSlices().Watch(ctx, opts)
+				return client.WatchResourceSlices(ctx, opts)
 			})
 	}
 	return w
@@ -201,7 +200,7 @@ type (
 // newInformer wraps list and watch so that every request outcome updates
 // health: this is where recovery is detected, because an opened watch is
 // the proof that the API server answers again and that the cache follows it.
-func (w *Watcher) newInformer(client kubernetes.Interface, kind string, obj runtime.Object,
+func (w *Watcher) newInformer(client Client, kind string, obj runtime.Object,
 	transform cache.TransformFunc, h *sourceHealth, list listFunc, watchFn watchFunc,
 ) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{

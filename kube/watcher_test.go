@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -225,7 +226,7 @@ func startWatcher(t *testing.T, api *fakeAPI) *Watcher {
 			t.Logf("watcher logs:\n%s", logs.String())
 		}
 	})
-	w := NewWatcher(api.client, Config{NodeName: testNode}, logger)
+	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, logger)
 	w.Start(ctx)
 	syncCtx, syncCancel := context.WithTimeout(ctx, 10*time.Second)
 	defer syncCancel()
@@ -470,7 +471,7 @@ func TestWatcherUnhealthyUntilFirstList(t *testing.T) {
 	api.mu.Lock()
 	api.down = true
 	api.mu.Unlock()
-	w := NewWatcher(api.client, Config{NodeName: testNode}, nil)
+	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, nil)
 	if s := w.Snapshot(); s.Healthy || s.Synced {
 		t.Fatalf("not started yet: Healthy=%v Synced=%v", s.Healthy, s.Synced)
 	}
@@ -491,7 +492,7 @@ func TestWatcherUnhealthyUntilFirstList(t *testing.T) {
 func TestWatcherListWithoutWatchIsUnhealthy(t *testing.T) {
 	api := newFakeAPI(gpuNode(testNode), gpuPod("ml", "trainer", "4"))
 	api.noWatch = true
-	w := NewWatcher(api.client, Config{NodeName: testNode}, nil)
+	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w.Start(ctx)

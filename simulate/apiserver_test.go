@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
 )
 
@@ -18,7 +16,7 @@ func TestInformersSyncAgainstSimulatedAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	c, err := kubernetes.NewForConfig(n.RESTConfig)
+	c, err := kube.NewClient(n.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +59,7 @@ func TestSimulatedResourceSlicesThroughInformer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	client, err := kubernetes.NewForConfig(n.RESTConfig)
+	client, err := kube.NewClient(n.RESTConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
@@ -168,7 +167,7 @@ func startWatcher(ctx context.Context, o *options, cfg *rest.Config, m *resource
 			return nil
 		}
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	client, err := kube.NewClient(cfg)
 	if err != nil {
 		logger.Warn("Kubernetes client", "err", err)
 		return nil
