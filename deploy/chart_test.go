@@ -75,7 +75,7 @@ func TestHelmTemplateDefaults(t *testing.T) {
 	if _, ok := c.Resources.Limits[corev1.ResourceName("nvidia.com/gpu")]; ok {
 		t.Error("the exporter must not take a GPU from the workloads")
 	}
-	if c.Resources.Requests.Cpu().String() != "10m" || c.Resources.Requests.Memory().String() != "32Mi" || c.Resources.Limits.Memory().IsZero() {
+	if c.Resources.Requests.Cpu().String() != "10m" || c.Resources.Requests.Memory().String() != "40Mi" || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v", c.Resources)
 	}
 	if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != 9871 {
