@@ -16,7 +16,9 @@
 #     -t kube-gpu-exporter .
 
 ARG GO_IMAGE=golang:1.26-bookworm
-ARG BASE_IMAGE=gcr.io/distroless/base-debian12:nonroot
+# glibc (for dlopen of libnvidia-ml) without OpenSSL, which Go does not use:
+# the smallest distroless base that can run a cgo binary.
+ARG BASE_IMAGE=gcr.io/distroless/base-nossl-debian12:nonroot
 
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
