@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"cmp"
 	"sort"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
@@ -229,16 +230,8 @@ func Join(in Inputs) View {
 		sort.Strings(v.Unmatched)
 		sort.SliceStable(v.Usage, func(i, j int) bool {
 			a, b := v.Usage[i], v.Usage[j]
-			if a.Namespace != b.Namespace {
-				return a.Namespace < b.Namespace
-			}
-			if a.Pod != b.Pod {
-				return a.Pod < b.Pod
-			}
-			if a.Container != b.Container {
-				return a.Container < b.Container
-			}
-			return a.Device.UUID < b.Device.UUID
+			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+				cmp.Compare(a.Container, b.Container), cmp.Compare(a.Device.UUID, b.Device.UUID)) < 0
 		})
 	}
 	attribute(&v, in)
@@ -291,16 +284,8 @@ func mergeRequests(specs, kubelet []ContainerResource) []ContainerResource {
 	if added {
 		sort.SliceStable(out, func(i, j int) bool {
 			a, b := out[i], out[j]
-			if a.Namespace != b.Namespace {
-				return a.Namespace < b.Namespace
-			}
-			if a.Pod != b.Pod {
-				return a.Pod < b.Pod
-			}
-			if a.Container != b.Container {
-				return a.Container < b.Container
-			}
-			return a.Resource < b.Resource
+			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+				cmp.Compare(a.Container, b.Container), cmp.Compare(a.Resource, b.Resource)) < 0
 		})
 	}
 	return out

@@ -8,6 +8,7 @@
 package podresources
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -285,16 +286,8 @@ func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv
 	}
 	sort.Slice(s.Containers, func(i, j int) bool {
 		a, b := s.Containers[i], s.Containers[j]
-		if a.Namespace != b.Namespace {
-			return a.Namespace < b.Namespace
-		}
-		if a.Pod != b.Pod {
-			return a.Pod < b.Pod
-		}
-		if a.Container != b.Container {
-			return a.Container < b.Container
-		}
-		return a.Resource < b.Resource
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
+			cmp.Compare(a.Container, b.Container), cmp.Compare(a.Resource, b.Resource)) < 0
 	})
 	return s
 }
