@@ -1,10 +1,8 @@
 package dashboards_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -70,25 +68,14 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
-	root := tooltest.RepoRoot()
 	tmp := t.TempDir()
 
 	// KUBE_GPU_EXPORTER_BINARY tests a given build (a release, an image's
 	// binary) instead of the working tree's.
-	exporter := os.Getenv("KUBE_GPU_EXPORTER_BINARY")
-	if exporter == "" {
-		exporter = filepath.Join(tmp, "kube-gpu-exporter")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		build := exec.CommandContext(ctx, "go", "build", "-o", exporter, "./cmd/exporter")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/exporter: %v\n%s", err, out)
-		}
-	}
+	exporter := tooltest.ExporterBinary(t)
 	began := time.Now()
 
-	exporterAddr := freeAddr(t)
+	exporterAddr := tooltest.FreeAddr(t)
 	exp := start(t, filepath.Join(tmp, "exporter.log"), exporter, "--simulate", "--web.listen-address="+exporterAddr)
 
 	var ruleFiles []string
@@ -121,7 +108,7 @@ scrape_configs:
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	promAddr := freeAddr(t)
+	promAddr := tooltest.FreeAddr(t)
 	promProc := start(t, filepath.Join(tmp, "prometheus.log"), promBin,
 		"--config.file="+configPath,
 		"--storage.tsdb.path="+filepath.Join(tmp, "tsdb"),

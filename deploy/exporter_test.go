@@ -36,28 +36,12 @@ var exporter struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if exporter.dir != "" {
-		os.RemoveAll(exporter.dir)
-	}
+	tooltest.RemoveBuilt()
 	os.Exit(code)
 }
 
-// exporterBinary builds ./cmd/exporter once for the package's tests.
-func exporterBinary(t *testing.T) string {
-	t.Helper()
-	exporter.once.Do(func() {
-		exporter.dir, exporter.err = os.MkdirTemp("", "kube-gpu-exporter-deploy-test")
-		if exporter.err != nil {
-			return
-		}
-		exporter.path = filepath.Join(exporter.dir, "kube-gpu-exporter")
-		_, exporter.err = runErr("go", "build", "-o", exporter.path, "./cmd/exporter")
-	})
-	if exporter.err != nil {
-		t.Fatalf("build ./cmd/exporter: %v", exporter.err)
-	}
-	return exporter.path
-}
+// exporterBinary is the exporter the deploy tests run.
+func exporterBinary(t *testing.T) string { return tooltest.ExporterBinary(t) }
 
 // chartArgs are the exporter arguments of the DaemonSets that the chart
 // (with several value sets) and the kustomize base render.

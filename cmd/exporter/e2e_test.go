@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,44 +24,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/e2e-output.txt from the current output")
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// exporterBinary builds the real binary once per test run.
-func exporterBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kge-e2e-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "kube-gpu-exporter")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // exporter is a running binary and its captured log.
 type exporter struct {
@@ -88,8 +48,8 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 
 func startExporter(t *testing.T, args ...string) *exporter {
 	t.Helper()
-	e := &exporter{addr: freeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	e.cmd = exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
+	e := &exporter{addr: tooltest.FreeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	e.cmd = exec.Command(tooltest.ExporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
 	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
 	e.cmd.Stdout = lockedWriter{e.mu, e.log}
 	e.cmd.Stderr = lockedWriter{e.mu, e.log}
@@ -365,7 +325,7 @@ func TestBadFlagsAndScenarios(t *testing.T) {
 	}
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, exporterBinary(t), append(tt.args, "--web.listen-address="+freeAddr(t))...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, tooltest.ExporterBinary(t), append(tt.args, "--web.listen-address="+tooltest.FreeAddr(t))...).CombinedOutput()
 		cancel()
 		if err == nil {
 			t.Errorf("%v: exited 0, want an error", tt.args)

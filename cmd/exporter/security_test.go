@@ -29,6 +29,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
+
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/crypto/bcrypt"
@@ -49,8 +51,8 @@ type launched struct {
 // (TLS, authentication) instead of a plain GET.
 func launch(t *testing.T, ready func(addr string) error, args ...string) *launched {
 	t.Helper()
-	e := &launched{exporter: &exporter{addr: freeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}, exited: make(chan struct{})}
-	e.cmd = exec.Command(exporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
+	e := &launched{exporter: &exporter{addr: tooltest.FreeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}, exited: make(chan struct{})}
+	e.cmd = exec.Command(tooltest.ExporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
 	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
 	e.cmd.Stdout = lockedWriter{e.mu, e.log}
 	e.cmd.Stderr = lockedWriter{e.mu, e.log}

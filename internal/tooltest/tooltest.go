@@ -5,10 +5,13 @@
 package tooltest
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 )
 
@@ -42,4 +45,63 @@ func Require(t testing.TB, name string) string {
 	}
 	t.Skipf("%s not found in .tools/bin or PATH; install it (make tools / apt-get install prometheus) to run this test", name)
 	return ""
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildPath string
+	buildErr  error
+)
+
+// ExporterBinary returns the exporter binary the end-to-end tests run: the
+// file named by $KUBE_GPU_EXPORTER_BINARY (a release, a prebuilt binary on a
+// machine without Go), or ./cmd/exporter of this checkout, built once per
+// test process with cgo. RemoveBuilt deletes the build from TestMain.
+func ExporterBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("KUBE_GPU_EXPORTER_BINARY"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			t.Fatalf("KUBE_GPU_EXPORTER_BINARY: %v", err)
+		}
+		return abs
+	}
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "kube-gpu-exporter-test-"); buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "kube-gpu-exporter")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/exporter")
+		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/exporter: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// RemoveBuilt deletes the binary ExporterBinary built, if any.
+func RemoveBuilt() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// FreeAddr returns a loopback address with a port nobody listens on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

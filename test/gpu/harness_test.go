@@ -32,6 +32,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
+
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
@@ -59,8 +61,6 @@ const (
 
 // Environment variables the test reads.
 const (
-	// envBinary names a prebuilt exporter, for machines without Go.
-	envBinary = "KGE_BINARY"
 	// envOut is a directory the result table is also written to.
 	envOut = "GPU_TEST_OUT"
 	// envFakeSMI and envFakeLoad turn the test binary into the dry run's
@@ -616,29 +616,9 @@ func startFakeKubelet(t *testing.T, uuid string) string {
 
 // --- the exporter -------------------------------------------------------------
 
-// exporterBinary returns $KGE_BINARY or builds the exporter from this
-// checkout (the test runs in test/gpu).
-func exporterBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv(envBinary); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Stat(abs); err != nil {
-			t.Fatalf("%s: %v", envBinary, err)
-		}
-		return abs
-	}
-	bin := filepath.Join(t.TempDir(), "kube-gpu-exporter")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/exporter")
-	cmd.Dir = filepath.Join("..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/exporter (set %s to use a prebuilt binary): %v\n%s", envBinary, err, out)
-	}
-	return bin
-}
+// exporterBinary returns $KUBE_GPU_EXPORTER_BINARY (a prebuilt exporter,
+// for machines without Go) or builds the exporter from this checkout.
+func exporterBinary(t *testing.T) string { return tooltest.ExporterBinary(t) }
 
 // exporter is a running exporter binary and its captured log.
 type exporter struct {

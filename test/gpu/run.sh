@@ -48,7 +48,7 @@ case "${1:-}" in
 "")
 	build_exporter
 	build_load
-	KGE_BINARY=$bin/kube-gpu-exporter go test -tags gpu -run '^TestRealGPU$' -count=1 -v -timeout 8m ./test/gpu/
+	KUBE_GPU_EXPORTER_BINARY=$bin/kube-gpu-exporter go test -tags gpu -run '^TestRealGPU$' -count=1 -v -timeout 8m ./test/gpu/
 	;;
 --build)
 	build_exporter
@@ -67,7 +67,7 @@ case "${1:-}" in
 	done
 	build_load
 	cd test/gpu
-	KGE_BINARY=$bin/kube-gpu-exporter ./bin/gpu.test -test.run '^TestRealGPU$' -test.count=1 -test.v -test.timeout 8m
+	KUBE_GPU_EXPORTER_BINARY=$bin/kube-gpu-exporter ./bin/gpu.test -test.run '^TestRealGPU$' -test.count=1 -test.v -test.timeout 8m
 	;;
 *)
 	sed -n '2,16p' "$0" >&2
