@@ -7,6 +7,7 @@ import (
 // KubeSnapshotter is what the collector needs of kube.Watcher.
 type KubeSnapshotter interface {
 	Snapshot() kube.Snapshot
+	ErrorCounts() (list, watch uint64)
 }
 
 // KubeSpecs adapts a kube.Watcher (or nil, when the API is not in use) to
@@ -34,8 +35,8 @@ func (k KubeSpecs) Errors() map[string]uint64 {
 	if k.W == nil {
 		return nil
 	}
-	snap := k.W.Snapshot()
-	return map[string]uint64{"list": snap.ListErrors, "watch": snap.WatchErrors}
+	list, watch := k.W.ErrorCounts()
+	return map[string]uint64{"list": list, "watch": watch}
 }
 
 // SpecsFromKube converts the informers' view into the collector's plain data.
