@@ -182,25 +182,29 @@ func Join(in Inputs) View {
 		type useKey struct{ ns, pod, ctr, uuid string }
 		seen := map[useKey]bool{}
 		unmatched := map[string]bool{}
+		// hold records that a container holds device d, named id by its
+		// source; a nil d is an ID that names no NVML device.
+		hold := func(ns, pod, ctr string, d *nvml.Reading, id string) {
+			if d == nil {
+				if in.NVMLUp && !unmatched[id] {
+					unmatched[id] = true
+					v.Unmatched = append(v.Unmatched, id)
+				}
+				return
+			}
+			k := useKey{ns, pod, ctr, d.UUID}
+			if seen[k] {
+				return // another replica, claim or plugin ID of a device it already holds
+			}
+			seen[k] = true
+			v.Usage = append(v.Usage, Usage{
+				Namespace: ns, Pod: pod, Container: ctr, Device: d,
+				DutyCycle: d.DutyCycle, HasDutyCycle: d.HasDutyCycle, MemoryUsed: d.MemoryUsed, HasMemory: d.HasMemory,
+			})
+		}
 		for _, c := range in.Kubelet.Containers {
 			for _, id := range c.DeviceIDs {
-				d := ix.resolve(id)
-				if d == nil {
-					if in.NVMLUp && !unmatched[id] {
-						unmatched[id] = true
-						v.Unmatched = append(v.Unmatched, id)
-					}
-					continue
-				}
-				k := useKey{c.Namespace, c.Pod, c.Container, d.UUID}
-				if seen[k] {
-					continue // another replica of a device this container already holds
-				}
-				seen[k] = true
-				v.Usage = append(v.Usage, Usage{
-					Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d,
-					DutyCycle: d.DutyCycle, HasDutyCycle: d.HasDutyCycle, MemoryUsed: d.MemoryUsed, HasMemory: d.HasMemory,
-				})
+				hold(c.Namespace, c.Pod, c.Container, ix.resolve(id), id)
 			}
 		}
 		if in.Specs != nil && in.Specs.DRA != nil {
@@ -209,22 +213,7 @@ func Join(in Inputs) View {
 				if uuid, ok := in.Specs.DRA.DRADeviceUUID(c.Driver, c.Pool, c.Device); ok {
 					d = ix.byUUID[uuid]
 				}
-				if d == nil {
-					if id := claimID(c); in.NVMLUp && !unmatched[id] {
-						unmatched[id] = true
-						v.Unmatched = append(v.Unmatched, id)
-					}
-					continue
-				}
-				k := useKey{c.Namespace, c.Pod, c.Container, d.UUID}
-				if seen[k] {
-					continue // also held through the device plugin or another claim
-				}
-				seen[k] = true
-				v.Usage = append(v.Usage, Usage{
-					Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Device: d,
-					DutyCycle: d.DutyCycle, HasDutyCycle: d.HasDutyCycle, MemoryUsed: d.MemoryUsed, HasMemory: d.HasMemory,
-				})
+				hold(c.Namespace, c.Pod, c.Container, d, claimID(c))
 			}
 		}
 		sort.Strings(v.Unmatched)
