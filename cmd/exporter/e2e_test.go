@@ -15,8 +15,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,62 +23,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/e2e-output.txt from the current output")
 
-// exporter is a running binary and its captured log.
-type exporter struct {
-	cmd  *exec.Cmd
-	addr string
-	log  *bytes.Buffer
-	mu   *sync.Mutex
-}
-
-func (e *exporter) Log() string { e.mu.Lock(); defer e.mu.Unlock(); return e.log.String() }
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func startExporter(t *testing.T, args ...string) *exporter {
+// startExporter runs the real binary and waits until it serves /metrics.
+func startExporter(t *testing.T, args ...string) *tooltest.Exporter {
 	t.Helper()
-	e := &exporter{addr: tooltest.FreeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	e.cmd = exec.Command(tooltest.ExporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
-	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
-	e.cmd.Stdout = lockedWriter{e.mu, e.log}
-	e.cmd.Stderr = lockedWriter{e.mu, e.log}
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = e.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = e.cmd.Process.Kill()
-			t.Errorf("exporter did not exit within 10s of SIGTERM")
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get("http://" + e.addr + "/metrics")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return e
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exporter not serving within 15s: %v\nlog:\n%s", err, e.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return tooltest.StartExporter(t, tooltest.ExporterBinary(t), plainReady, args...)
 }
 
 func scrape(t *testing.T, addr string) string {
@@ -136,8 +82,8 @@ func metricName(line string) string {
 
 func TestEndToEndSimulatedNode(t *testing.T) {
 	e := startExporter(t, "--simulate")
-	raw := scrape(t, e.addr)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`); raw = scrape(t, e.addr) {
+	raw := scrape(t, e.Addr)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`); raw = scrape(t, e.Addr) {
 		if time.Now().After(deadline) {
 			t.Fatalf("simulated Kubernetes API never synced:\n%s", e.Log())
 		}
@@ -280,7 +226,7 @@ func lineDiff(want, got string) string {
 
 func TestNoGPUNoKubelet(t *testing.T) {
 	e := startExporter(t, "--kubelet.pod-resources-socket="+filepath.Join(t.TempDir(), "absent.sock"), "--kube.node-name=plain-node")
-	raw := scrape(t, e.addr)
+	raw := scrape(t, e.Addr)
 	for _, want := range []string{`kube_gpu_exporter_up{source="nvml"} 0`, `kube_gpu_exporter_up{source="kubelet"} 0`} {
 		if !strings.Contains(raw, want) {
 			t.Errorf("missing %s in:\n%s", want, raw)
@@ -289,7 +235,7 @@ func TestNoGPUNoKubelet(t *testing.T) {
 	if strings.Contains(raw, "nodeGpu") || strings.Contains(raw, "containerGpu") {
 		t.Errorf("GPU series served without NVML or kubelet")
 	}
-	scrape(t, e.addr) // a second scrape must not log the same conditions again
+	scrape(t, e.Addr) // a second scrape must not log the same conditions again
 	log := e.Log()
 	if n := strings.Count(log, "NVML unavailable"); n != 1 {
 		t.Errorf("NVML failure logged %d times, want once:\n%s", n, log)
@@ -342,7 +288,7 @@ func TestBadFlagsAndScenarios(t *testing.T) {
 // one log line saying so; shared GPUs then stay device-wide.
 func TestSimulatedNodeWithoutKubernetesAPI(t *testing.T) {
 	e := startExporter(t, "--simulate", "--no-kube.enabled")
-	raw := scrape(t, e.addr)
+	raw := scrape(t, e.Addr)
 	for _, want := range []string{
 		`kube_gpu_exporter_up{source="kubernetes"} 0`,
 		`containerGpuRequests{container="trainer",gpu_vendor="nvidia",namespace="ml-training",node="sim-node",pod="trainer-0",resource="nvidia.com/gpu"} 4`,

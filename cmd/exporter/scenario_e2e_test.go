@@ -20,8 +20,8 @@ func scenarioGolden(t *testing.T, scenario, golden, ready string, args ...string
 	t.Helper()
 	path := filepath.Join(tooltest.RepoRoot(), "examples", scenario)
 	e := startExporter(t, append([]string{"--simulate.scenario=" + path, "--nvml.poll-interval=500ms", "--nvml.duty-cycle-window=10s"}, args...)...)
-	raw := scrape(t, e.addr)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`) || !strings.Contains(raw, ready); raw = scrape(t, e.addr) {
+	raw := scrape(t, e.Addr)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(raw, `kube_gpu_exporter_up{source="kubernetes"} 1`) || !strings.Contains(raw, ready); raw = scrape(t, e.Addr) {
 		if time.Now().After(deadline) {
 			t.Fatalf("simulated node never served Kubernetes data and duty cycles:\n%s\n%s", raw, e.Log())
 		}

@@ -18,14 +18,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,52 +38,11 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
-// launched is a running binary; exited is closed once it has exited, and
-// then cmd.ProcessState holds its status.
-type launched struct {
-	*exporter
-	exited chan struct{}
-}
-
 // launch starts the real binary like startExporter, but waits with ready
 // (TLS, authentication) instead of a plain GET.
-func launch(t *testing.T, ready func(addr string) error, args ...string) *launched {
+func launch(t *testing.T, ready func(addr string) error, args ...string) *tooltest.Exporter {
 	t.Helper()
-	e := &launched{exporter: &exporter{addr: tooltest.FreeAddr(t), log: &bytes.Buffer{}, mu: &sync.Mutex{}}, exited: make(chan struct{})}
-	e.cmd = exec.Command(tooltest.ExporterBinary(t), append([]string{"--web.listen-address=" + e.addr}, args...)...)
-	e.cmd.Env = append(os.Environ(), "NODE_NAME=")
-	e.cmd.Stdout = lockedWriter{e.mu, e.log}
-	e.cmd.Stderr = lockedWriter{e.mu, e.log}
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := e.exited
-	go func() { _ = e.cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = e.cmd.Process.Kill()
-			t.Errorf("exporter did not exit within 10s of SIGTERM")
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := ready(e.addr)
-		if err == nil {
-			return e
-		}
-		select {
-		case <-exited:
-			t.Fatalf("exporter exited at start:\n%s", e.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exporter not ready within 15s: %v\nlog:\n%s", err, e.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return tooltest.StartExporter(t, tooltest.ExporterBinary(t), ready, args...)
 }
 
 func plainReady(addr string) error {
@@ -183,7 +140,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 		return err
 	}, "--simulate", "--web.config.file="+webConfig)
 
-	code, body, err := get(e.addr, "/metrics", basic(user, password))
+	code, body, err := get(e.Addr, "/metrics", basic(user, password))
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "\ncontainerGpuDutyCycle{") {
 		t.Fatalf("right credentials: %d %v, %d bytes", code, err, len(body))
 	}
@@ -195,7 +152,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 		"bare hash":      basic(user, string(hash)),
 	} {
 		for _, path := range []string{"/metrics", "/", "/debug/pprof/"} {
-			code, body, err := get(e.addr, path, auth)
+			code, body, err := get(e.Addr, path, auth)
 			if err != nil {
 				t.Fatalf("%s %s: %v", name, path, err)
 			}
@@ -206,7 +163,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	}
 
 	// Plain HTTP to the TLS port: refused, whatever the credentials.
-	req, _ := http.NewRequest(http.MethodGet, "http://"+e.addr+"/metrics", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr+"/metrics", nil)
 	req.SetBasicAuth(user, password)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err == nil {
@@ -218,7 +175,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	}
 	// A client that does not trust the certificate does not get through.
 	untrusting := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: x509.NewCertPool()}}}
-	if _, err := untrusting.Get("https://" + e.addr + "/metrics"); err == nil {
+	if _, err := untrusting.Get("https://" + e.Addr + "/metrics"); err == nil {
 		t.Error("TLS handshake succeeded for a client that trusts no CA")
 	}
 }
@@ -238,7 +195,7 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 	results := make(chan cut, slow)
 	for i := 0; i < slow; i++ {
-		conn, err := net.Dial("tcp", e.addr)
+		conn, err := net.Dial("tcp", e.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,12 +215,12 @@ func TestSlowClientIsCut(t *testing.T) {
 	}
 	// Other clients are served while the slow ones hang.
 	for i := 0; i < 3; i++ {
-		if body := scrape(t, e.addr); !strings.Contains(body, "kube_gpu_exporter_up") {
+		if body := scrape(t, e.Addr); !strings.Contains(body, "kube_gpu_exporter_up") {
 			t.Fatal("scrape during a slowloris lacks metrics")
 		}
 	}
 	// Oversized headers get 431 at once.
-	req, _ := http.NewRequest(http.MethodGet, "http://"+e.addr+"/metrics", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr+"/metrics", nil)
 	req.Header.Set("X-Padding", strings.Repeat("a", 128<<10))
 	if resp, err := http.DefaultClient.Do(req); err != nil {
 		t.Errorf("oversized header: %v", err)
@@ -328,7 +285,7 @@ func TestMethodsAndPaths(t *testing.T) {
 		{"GET", "/debug/vars", 404},
 	}
 	for _, tt := range tests {
-		code, body := do(plain.addr, tt.method, tt.path)
+		code, body := do(plain.Addr, tt.method, tt.path)
 		if code != tt.want {
 			t.Errorf("%s %s: status %d, want %d", tt.method, tt.path, code, tt.want)
 		}
@@ -340,19 +297,19 @@ func TestMethodsAndPaths(t *testing.T) {
 		}
 	}
 	// Path tricks are redirected to the cleaned path, which is not served.
-	if code, _ := do(plain.addr, "GET", "/metrics/../debug/pprof/"); code < 300 || code >= 400 {
+	if code, _ := do(plain.Addr, "GET", "/metrics/../debug/pprof/"); code < 300 || code >= 400 {
 		t.Errorf("GET /metrics/../debug/pprof/: status %d, want a redirect to the cleaned path", code)
 	}
 	// With the flag, profiling is served (GET only) and the metrics still are.
 	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=1"} {
-		if code, _ := do(profiled.addr, "GET", path); code != 200 {
+		if code, _ := do(profiled.Addr, "GET", path); code != 200 {
 			t.Errorf("--web.enable-pprof: GET %s = %d, want 200", path, code)
 		}
 	}
-	if code, _ := do(profiled.addr, "POST", "/debug/pprof/symbol"); code != 405 {
+	if code, _ := do(profiled.Addr, "POST", "/debug/pprof/symbol"); code != 405 {
 		t.Errorf("--web.enable-pprof: POST /debug/pprof/symbol = %d, want 405", code)
 	}
-	if code, _ := do(profiled.addr, "GET", "/metrics"); code != 200 {
+	if code, _ := do(profiled.Addr, "GET", "/metrics"); code != 200 {
 		t.Errorf("--web.enable-pprof: GET /metrics = %d", code)
 	}
 }
@@ -526,11 +483,11 @@ func stableSeries(body string) ([]string, map[string]bool, error) {
 
 // settled forces a garbage collection in the exporter (through pprof's
 // heap endpoint), then returns its live heap, goroutines and RSS.
-func settled(t *testing.T, e *launched) (heap, goroutines float64, rss int64) {
+func settled(t *testing.T, e *tooltest.Exporter) (heap, goroutines float64, rss int64) {
 	t.Helper()
 	// Twice: objects parked in sync.Pools survive one collection.
 	for i := 0; i < 2; i++ {
-		resp, err := http.Get("http://" + e.addr + "/debug/pprof/heap?gc=1")
+		resp, err := http.Get("http://" + e.Addr + "/debug/pprof/heap?gc=1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -538,7 +495,7 @@ func settled(t *testing.T, e *launched) (heap, goroutines float64, rss int64) {
 		resp.Body.Close()
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(scrape(t, e.addr)))
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(scrape(t, e.Addr)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +506,7 @@ func settled(t *testing.T, e *launched) (heap, goroutines float64, rss int64) {
 		}
 		return mf.GetMetric()[0].GetGauge().GetValue()
 	}
-	return value("go_memstats_heap_alloc_bytes"), value("go_goroutines"), vmRSS(t, e.cmd.Process.Pid)
+	return value("go_memstats_heap_alloc_bytes"), value("go_goroutines"), vmRSS(t, e.Cmd.Process.Pid)
 }
 
 // TestScrapeStorm sends 200 concurrent scrapes, three times, to the real
@@ -565,7 +522,7 @@ func TestScrapeStorm(t *testing.T) {
 	sock := serveKubelet(t, k)
 	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, gpus), "--kubelet.pod-resources-socket="+sock,
 		"--kubelet.cache-ttl=1s", "--web.max-requests=0", "--web.enable-pprof")
-	want, _, err := stableSeries(scrape(t, e.addr))
+	want, _, err := stableSeries(scrape(t, e.Addr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,14 +542,14 @@ func TestScrapeStorm(t *testing.T) {
 				case <-done:
 					return
 				case <-time.After(20 * time.Millisecond):
-					if r, err := readRSS(e.cmd.Process.Pid); err == nil && r > peakRSS {
+					if r, err := readRSS(e.Cmd.Process.Pid); err == nil && r > peakRSS {
 						peakRSS = r
 					}
 				}
 			}
 		}()
 		begin := time.Now()
-		codes, bodies := storm(t, e.addr, n)
+		codes, bodies := storm(t, e.Addr, n)
 		took := time.Since(begin)
 		close(done)
 		<-sampled
@@ -663,7 +620,7 @@ func TestMaxRequestsCap(t *testing.T) {
 	for i := 0; i < n; i++ {
 		go func() {
 			begin := time.Now()
-			resp, err := client.Get("http://" + e.addr + "/metrics")
+			resp, err := client.Get("http://" + e.Addr + "/metrics")
 			if err != nil {
 				results <- result{-1, time.Since(begin)}
 				return
@@ -695,7 +652,7 @@ func TestMaxRequestsCap(t *testing.T) {
 		t.Fatalf("%d admitted and %d refused, want %d and %d", ok, busy, limit, n-limit)
 	}
 	k.hold.Store(false)
-	if body := scrape(t, e.addr); !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
+	if body := scrape(t, e.Addr); !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
 		t.Fatalf("after the storm the kubelet is not up:\n%s", body)
 	}
 }

@@ -9,20 +9,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
 // waitExit waits for a launched binary to exit within bound and returns its
 // exit code and how long it took from since.
-func waitExit(t *testing.T, e *launched, since time.Time, bound time.Duration) (int, time.Duration) {
+func waitExit(t *testing.T, e *tooltest.Exporter, since time.Time, bound time.Duration) (int, time.Duration) {
 	t.Helper()
 	select {
-	case <-e.exited:
+	case <-e.Exited():
 	case <-time.After(bound):
-		_ = e.cmd.Process.Kill()
-		<-e.exited
+		_ = e.Cmd.Process.Kill()
+		<-e.Exited()
 		t.Fatalf("still running %v after the signal\nlog:\n%s", bound, e.Log())
 	}
-	return e.cmd.ProcessState.ExitCode(), time.Since(since)
+	return e.Cmd.ProcessState.ExitCode(), time.Since(since)
 }
 
 // TestSignalsWhenIdle: SIGTERM (what the kubelet sends) and SIGINT end an
@@ -31,9 +33,9 @@ func TestSignalsWhenIdle(t *testing.T) {
 	t.Parallel()
 	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		e := launch(t, plainReady, "--simulate")
-		scrape(t, e.addr)
+		scrape(t, e.Addr)
 		begin := time.Now()
-		if err := e.cmd.Process.Signal(sig); err != nil {
+		if err := e.Cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
 		code, took := waitExit(t, e, begin, 3*time.Second)
@@ -64,7 +66,7 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 	calls := k.calls.Load()
 	scraped := make(chan error, 1)
 	go func() {
-		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + e.addr + "/metrics")
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + e.Addr + "/metrics")
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -80,13 +82,13 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 	}
 
 	begin := time.Now()
-	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// The listener closes at once: new connections are refused, not queued.
 	refused := false
 	for time.Since(begin) < 2*time.Second {
-		c, err := net.DialTimeout("tcp", e.addr, 200*time.Millisecond)
+		c, err := net.DialTimeout("tcp", e.Addr, 200*time.Millisecond)
 		if err != nil {
 			refused = true
 			break

@@ -5,6 +5,7 @@
 package tooltest
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +13,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // RepoRoot returns the repository root, found from this source file's path so
@@ -104,4 +107,77 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// Exporter is a running exporter binary with its output captured.
+type Exporter struct {
+	// Addr is the loopback address it listens on.
+	Addr string
+	Cmd  *exec.Cmd
+
+	mu     sync.Mutex
+	log    bytes.Buffer
+	exited chan struct{}
+}
+
+// Write captures the process's output.
+func (e *Exporter) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.log.Write(p)
+}
+
+// Log returns everything the process has printed so far.
+func (e *Exporter) Log() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.log.String()
+}
+
+// Exited is closed once the process has exited; Cmd.ProcessState then holds
+// its status.
+func (e *Exporter) Exited() <-chan struct{} { return e.exited }
+
+// StartExporter runs bin on a free loopback address with args and waits
+// until ready(addr) succeeds (15 s), failing the test if the process exits
+// first. At cleanup it sends SIGTERM, and kills the process and fails the
+// test if it has not exited 10 s later.
+func StartExporter(t testing.TB, bin string, ready func(addr string) error, args ...string) *Exporter {
+	t.Helper()
+	e := &Exporter{Addr: FreeAddr(t), exited: make(chan struct{})}
+	e.Cmd = exec.Command(bin, append([]string{"--web.listen-address=" + e.Addr}, args...)...)
+	e.Cmd.Env = append(os.Environ(), "NODE_NAME=")
+	e.Cmd.Stdout, e.Cmd.Stderr = e, e
+	if err := e.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = e.Cmd.Wait(); close(e.exited) }()
+	t.Cleanup(func() {
+		_ = e.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-e.exited:
+		case <-time.After(10 * time.Second):
+			_ = e.Cmd.Process.Kill()
+			t.Errorf("exporter did not exit within 10s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("exporter log:\n%s", e.Log())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := ready(e.Addr)
+		if err == nil {
+			return e
+		}
+		select {
+		case <-e.exited:
+			t.Fatalf("exporter exited at start:\n%s", e.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exporter not ready within 15s: %v\nlog:\n%s", err, e.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

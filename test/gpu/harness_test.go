@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -272,7 +271,7 @@ func (h *harness) measureLatency(t *testing.T, e *exporter, rep *report) {
 	}
 	rep.Scrapes, rep.ScrapeMedian = len(scrapes), median(scrapes)
 	rep.SMIRuns, rep.SMIMedian = len(calls), median(calls)
-	rss, err := vmRSS(e.cmd.Process.Pid)
+	rss, err := vmRSS(e.Cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -620,29 +619,14 @@ func startFakeKubelet(t *testing.T, uuid string) string {
 // for machines without Go) or builds the exporter from this checkout.
 func exporterBinary(t *testing.T) string { return tooltest.ExporterBinary(t) }
 
-// exporter is a running exporter binary and its captured log.
+// exporter is a running exporter binary with a client for its endpoint.
 type exporter struct {
-	cmd    *exec.Cmd
-	addr   string
+	*tooltest.Exporter
 	client *http.Client
-	mu     sync.Mutex
-	log    bytes.Buffer
-}
-
-func (e *exporter) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.log.Write(p)
-}
-
-func (e *exporter) Log() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.log.String()
 }
 
 func (e *exporter) scrape() (string, error) {
-	resp, err := e.client.Get("http://" + e.addr + "/metrics")
+	resp, err := e.client.Get("http://" + e.Addr + "/metrics")
 	if err != nil {
 		return "", err
 	}
@@ -657,35 +641,12 @@ func (e *exporter) scrape() (string, error) {
 	return string(b), nil
 }
 
+// startExporter runs the exporter without waiting for any readiness: the
+// callers wait for the series they need.
 func startExporter(t *testing.T, bin string, args ...string) *exporter {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	e := &exporter{addr: addr, client: &http.Client{Timeout: 10 * time.Second}}
-	e.cmd = exec.Command(bin, append([]string{"--web.listen-address=" + addr}, args...)...)
-	e.cmd.Stdout, e.cmd.Stderr = e, e
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = e.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = e.cmd.Process.Kill()
-			t.Errorf("exporter did not exit within 10s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("exporter log:\n%s", e.Log())
-		}
-	})
-	return e
+	started := func(string) error { return nil }
+	return &exporter{Exporter: tooltest.StartExporter(t, bin, started, args...), client: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // waitForContainer waits until the exporter serves the test container's
