@@ -79,20 +79,7 @@ func TestSamplerReadsSimulatedUtilization(t *testing.T) {
 }
 
 func TestSimulatedKubeletOverRealSocket(t *testing.T) {
-	n, err := Start(Builtin(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	c, err := podresources.New(podresources.Config{Socket: n.Socket, Timeout: 2 * time.Second, Matcher: resource.MustMatcher(resource.DefaultNVIDIA...)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	snap, err := c.Fetch(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, snap := fetchSimulated(t, Builtin())
 	var shared []string
 	for _, ct := range snap.Containers {
 		if ct.Resource == "nvidia.com/gpu.shared" {
@@ -245,20 +232,7 @@ func TestDRAScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	c, err := podresources.New(podresources.Config{Socket: n.Socket, Timeout: 2 * time.Second, Matcher: resource.MustMatcher(resource.DefaultNVIDIA...)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	snap, err := c.Fetch(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, snap := fetchSimulated(t, s)
 	var devices []string
 	for _, cl := range snap.Claims {
 		if cl.Pod == "llm-finetune-0" {
@@ -294,4 +268,25 @@ func TestDRAScenario(t *testing.T) {
 			t.Errorf("Parse(%q) error = %v, want it to mention %q", tt.yaml, err, tt.want)
 		}
 	}
+}
+
+// fetchSimulated starts the scenario's node and reads its pod-resources
+// socket through the real client.
+func fetchSimulated(t *testing.T, sc *Scenario) (*Node, *podresources.Snapshot) {
+	t.Helper()
+	n, err := Start(sc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	c, err := podresources.New(podresources.Config{Socket: n.Socket, Timeout: 2 * time.Second, Matcher: resource.MustMatcher(resource.DefaultNVIDIA...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	snap, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, snap
 }
