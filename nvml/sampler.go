@@ -396,7 +396,8 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 	case gonvml.SUCCESS:
 		r.MemoryUsed, r.HasMemory = used, true
 		if total > 0 {
-			r.MemoryTotal = total
+			// Remembered, so a later failed read loses only the used bytes.
+			d.info.MemoryTotal, r.MemoryTotal = total, total
 		}
 	case gonvml.ERROR_GPU_IS_LOST:
 		return s.lose(d)

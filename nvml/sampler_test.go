@@ -271,3 +271,15 @@ func TestSamplerDiscoversMIG(t *testing.T) {
 		t.Fatalf("MIG instance = %+v", mig)
 	}
 }
+
+func TestSamplerKeepsMemoryTotalWhenAReadFails(t *testing.T) {
+	m := newMockNode(t, 1)
+	s := m.sampler(time.Minute)
+	s.Poll()
+	m.dev(0).GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_UNKNOWN }
+	s.Poll()
+	r := s.Snapshot().Devices[0]
+	if r.HasMemory || r.MemoryTotal != 40960<<20 {
+		t.Fatalf("after a failed read: used %v (%v), total %d; want no used bytes and the known total", r.MemoryUsed, r.HasMemory, r.MemoryTotal)
+	}
+}
