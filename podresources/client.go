@@ -169,15 +169,15 @@ func (c *Client) countError(reason string, n int) {
 // runs under the Client's own timeout, so one scrape giving up does not fail
 // the others; each caller still stops waiting when its ctx ends.
 func (c *Client) Fetch(ctx context.Context) (*Snapshot, error) {
-	c.mu.Lock()
-	if c.last != nil && c.now().Sub(c.last.Taken) < c.cfg.CacheTTL {
-		s := c.last
-		c.mu.Unlock()
+	if s := c.cached(); s != nil {
 		return s, nil
 	}
-	c.mu.Unlock()
-
 	ch := c.group.DoChan("fetch", func() (any, error) {
+		// A shared call that ended between our cache check and this one
+		// has already refreshed the cache.
+		if s := c.cached(); s != nil {
+			return s, nil
+		}
 		s, err := c.fetch(context.Background())
 		if err != nil {
 			return nil, err
@@ -196,6 +196,16 @@ func (c *Client) Fetch(ctx context.Context) (*Snapshot, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for pod-resources: %w", ctx.Err())
 	}
+}
+
+// cached returns the last reply while it is younger than CacheTTL, or nil.
+func (c *Client) cached() *Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last != nil && c.now().Sub(c.last.Taken) < c.cfg.CacheTTL {
+		return c.last
+	}
+	return nil
 }
 
 func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
