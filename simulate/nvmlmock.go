@@ -1,0 +1,263 @@
+package simulate
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+)
+
+var models = map[string]gpus.Config{
+	"A100-SXM4-40GB":  gpus.A100_SXM4_40GB,
+	"A100-SXM4-80GB":  gpus.A100_SXM4_80GB,
+	"A100-PCIE-40GB":  gpus.A100_PCIE_40GB,
+	"A100-PCIE-80GB":  gpus.A100_PCIE_80GB,
+	"A30-PCIE-24GB":   gpus.A30_PCIE_24GB,
+	"H100-SXM5-80GB":  gpus.H100_SXM5_80GB,
+	"H200-SXM5-141GB": gpus.H200_SXM5_141GB,
+	"B200-SXM5-180GB": gpus.B200_SXM5_180GB,
+}
+
+// ModelNames lists the GPU models a scenario may name.
+func ModelNames() []string {
+	out := make([]string, 0, len(models))
+	for k := range models {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (n *Node) buildNVML() gonvml.Interface {
+	cfg := models[n.scenario.Model]
+	cfgs := make([]gpus.Config, n.scenario.GPUs)
+	for i := range cfgs {
+		cfgs[i] = cfg
+	}
+	srv := dgxa100.NewWithGPUs(cfgs...)
+	for i, d := range srv.Devices {
+		i, dev := i, d.(*dgxa100.Device)
+		dev.UUID = UUID(i)
+		dev.PciBusID = fmt.Sprintf("00000000:%02X:00.0", 0x10+i)
+		dev.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
+			p := gonvml.PciInfo{PciDeviceId: cfg.PciDeviceId, Bus: uint32(0x10 + i)}
+			for k := 0; k < len(dev.PciBusID) && k < len(p.BusId)-1; k++ {
+				p.BusId[k] = int8(dev.PciBusID[k])
+			}
+			return p, gonvml.SUCCESS
+		}
+		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			now := n.now()
+			from := now.Add(-nvmlHistory).Truncate(samplePeriod)
+			var out []gonvml.Sample
+			for t := from; !t.After(now); t = t.Add(samplePeriod) {
+				ts := uint64(t.UnixMicro())
+				if ts <= last {
+					continue
+				}
+				v := uint32(math.Round(n.Utilization(i, t)))
+				out = append(out, gonvml.Sample{TimeStamp: ts, SampleValue: nvml.EncodeUint32Sample(v)})
+			}
+			if len(out) == 0 {
+				return gonvml.VALUE_TYPE_UNSIGNED_INT, nil, gonvml.ERROR_NOT_FOUND
+			}
+			return gonvml.VALUE_TYPE_UNSIGNED_INT, out, gonvml.SUCCESS
+		}
+		dev.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
+			return gonvml.Utilization{Gpu: uint32(math.Round(n.Utilization(i, n.now())))}, gonvml.SUCCESS
+		}
+		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
+			total := dev.MemoryInfo.Total
+			used := n.MemoryUsed(i)
+			return gonvml.Memory_v2{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+		}
+		dev.GetComputeRunningProcessesFunc = n.processes(devKey{i, -1})
+		dev.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+			return nil, gonvml.ERROR_NOT_SUPPORTED // time-slicing, not MPS
+		}
+		dev.GetProcessUtilizationFunc = func(last uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+			now := n.now()
+			var out []gonvml.ProcessUtilizationSample
+			for t := now.Add(-nvmlHistory).Truncate(samplePeriod); !t.After(now); t = t.Add(samplePeriod) {
+				ts := uint64(t.UnixMicro())
+				if ts <= last {
+					continue
+				}
+				for _, h := range n.holders[devKey{i, -1}] {
+					out = append(out, gonvml.ProcessUtilizationSample{Pid: h.pid, TimeStamp: ts, SmUtil: uint32(math.Round(h.at(t)))})
+				}
+			}
+			if len(out) == 0 {
+				return nil, gonvml.ERROR_NOT_FOUND
+			}
+			return out, gonvml.SUCCESS
+		}
+		dev.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
+			total := dev.MemoryInfo.Total
+			used := n.MemoryUsed(i)
+			return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+		}
+		if profiles, ok := n.scenario.MIG[i]; ok {
+			n.partition(dev, i, profiles)
+		}
+	}
+	n.serveGPM(srv)
+	return srv
+}
+
+// processes lists the processes of the containers holding a device.
+func (n *Node) processes(k devKey) func() ([]gonvml.ProcessInfo, gonvml.Return) {
+	return func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		out := make([]gonvml.ProcessInfo, 0, len(n.holders[k]))
+		for _, h := range n.holders[k] {
+			out = append(out, gonvml.ProcessInfo{Pid: h.pid, UsedGpuMemory: h.memory})
+		}
+		return out, gonvml.SUCCESS
+	}
+}
+
+// partition turns MIG on for GPU i and gives it one instance per profile,
+// as the driver shows them: own UUID, GPU and compute instance IDs, a name
+// ending in the profile, own memory and processes. Per-process utilization
+// and v2 memory are not supported on MIG instances, as on real hardware.
+func (n *Node) partition(dev *dgxa100.Device, i int, profiles []string) {
+	dev.MigMode = gonvml.DEVICE_MIG_ENABLE
+	migs := make([]gonvml.Device, len(profiles))
+	for j, profile := range profiles {
+		j, name := j, dev.Config.Name+" MIG "+profile
+		total := n.instanceMemory(i, j)
+		migs[j] = &mock.Device{
+			GetUUIDFunc:              func() (string, gonvml.Return) { return MIGUUID(i, j), gonvml.SUCCESS },
+			GetNameFunc:              func() (string, gonvml.Return) { return name, gonvml.SUCCESS },
+			GetGpuInstanceIdFunc:     func() (int, gonvml.Return) { return MIGInstanceID(j), gonvml.SUCCESS },
+			GetComputeInstanceIdFunc: func() (int, gonvml.Return) { return 0, gonvml.SUCCESS },
+			GetMemoryInfoFunc: func() (gonvml.Memory, gonvml.Return) {
+				used := n.InstanceMemoryUsed(i, j)
+				return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
+			},
+			GetMemoryInfo_v2Func:           func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_NOT_SUPPORTED },
+			GetComputeRunningProcessesFunc: n.processes(devKey{i, j}),
+			GetMPSComputeRunningProcessesFunc: func() ([]gonvml.ProcessInfo, gonvml.Return) {
+				return nil, gonvml.ERROR_NOT_SUPPORTED
+			},
+			GetProcessUtilizationFunc: func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+				return nil, gonvml.ERROR_NOT_SUPPORTED
+			},
+		}
+	}
+	dev.GetMaxMigDeviceCountFunc = func() (int, gonvml.Return) { return 7, gonvml.SUCCESS }
+	dev.GetMigDeviceHandleByIndexFunc = func(j int) (gonvml.Device, gonvml.Return) {
+		if j < 0 || j >= len(migs) {
+			return nil, gonvml.ERROR_NOT_FOUND
+		}
+		return migs[j], gonvml.SUCCESS
+	}
+}
+
+// gpmSample is what a simulated GPM sample records: which instance, when.
+type gpmSample struct {
+	key devKey
+	at  time.Time
+}
+
+// serveGPM serves GPU Performance Monitoring as the driver does for MIG
+// instances: supported from Hopper on; a sample records its instance and
+// time, and GRAPHICS_UTIL (or SM_UTIL) between two samples is the
+// instance's mean utilization over the simulated driver's one-second
+// samples between them.
+func (n *Node) serveGPM(srv *dgxa100.Server) {
+	var mu sync.Mutex
+	samples := map[gonvml.GpmSample]*gpmSample{}
+	gpuIndex := func(d gonvml.Device) int {
+		for i, dev := range srv.Devices {
+			if dev == d {
+				return i
+			}
+		}
+		return -1
+	}
+	srv.GpmQueryDeviceSupportFunc = func(d gonvml.Device) (gonvml.GpmSupport, gonvml.Return) {
+		arch, ret := d.GetArchitecture()
+		if ret != gonvml.SUCCESS {
+			return gonvml.GpmSupport{}, ret
+		}
+		sup := gonvml.GpmSupport{Version: gonvml.GPM_SUPPORT_VERSION}
+		if arch >= gonvml.DEVICE_ARCH_HOPPER {
+			sup.IsSupportedDevice = 1
+		}
+		return sup, gonvml.SUCCESS
+	}
+	srv.GpmSampleAllocFunc = func() (gonvml.GpmSample, gonvml.Return) {
+		s := &mock.GpmSample{}
+		mu.Lock()
+		samples[s] = &gpmSample{key: devKey{-1, -1}}
+		mu.Unlock()
+		return s, gonvml.SUCCESS
+	}
+	srv.GpmSampleFreeFunc = func(s gonvml.GpmSample) gonvml.Return {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := samples[s]; !ok {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		delete(samples, s)
+		return gonvml.SUCCESS
+	}
+	srv.GpmMigSampleGetFunc = func(d gonvml.Device, gi int, s gonvml.GpmSample) gonvml.Return {
+		i := gpuIndex(d)
+		j := gi - 1
+		if i < 0 || j < 0 || j >= len(n.scenario.MIG[i]) {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		smp, ok := samples[s]
+		if !ok {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		smp.key, smp.at = devKey{i, j}, n.now()
+		return gonvml.SUCCESS
+	}
+	srv.GpmMetricsGetFunc = func(m *gonvml.GpmMetricsGetType) gonvml.Return {
+		mu.Lock()
+		s1, ok1 := samples[m.Sample1]
+		s2, ok2 := samples[m.Sample2]
+		mu.Unlock()
+		if !ok1 || !ok2 || s1.key != s2.key || s1.key.GPU < 0 || s2.at.Before(s1.at) {
+			return gonvml.ERROR_INVALID_ARGUMENT
+		}
+		for k := 0; k < int(m.NumMetrics) && k < len(m.Metrics); k++ {
+			switch gonvml.GpmMetricId(m.Metrics[k].MetricId) {
+			case gonvml.GPM_METRIC_GRAPHICS_UTIL, gonvml.GPM_METRIC_SM_UTIL:
+				m.Metrics[k].Value = n.meanUtilization(s1.key, s1.at, s2.at)
+				m.Metrics[k].NvmlReturn = uint32(gonvml.SUCCESS)
+			default:
+				m.Metrics[k].NvmlReturn = uint32(gonvml.ERROR_NOT_SUPPORTED)
+			}
+		}
+		return gonvml.SUCCESS
+	}
+}
+
+// meanUtilization is a device's mean utilization over its one-second
+// samples in (from, to]; the value at to when the interval holds none.
+func (n *Node) meanUtilization(k devKey, from, to time.Time) float64 {
+	var sum float64
+	var count int
+	for t := from.Truncate(samplePeriod).Add(samplePeriod); !t.After(to); t = t.Add(samplePeriod) {
+		sum += math.Round(n.utilization(k, t))
+		count++
+	}
+	if count == 0 {
+		return math.Round(n.utilization(k, to))
+	}
+	return sum / float64(count)
+}
