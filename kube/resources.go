@@ -126,11 +126,10 @@ func PodContainerResources(pod *corev1.Pod, m *resource.Matcher) []ContainerReso
 // the exposition downstream, is stable between scrapes.
 func compareContainerResources(a, b ContainerResources) int {
 	return cmp.Or(
-		strings.Compare(a.Namespace, b.Namespace),
-		strings.Compare(a.Pod, b.Pod),
+		resource.Compare(
+			resource.Key{Namespace: a.Namespace, Pod: a.Pod, Container: a.Container, Name: a.Resource},
+			resource.Key{Namespace: b.Namespace, Pod: b.Pod, Container: b.Container, Name: b.Resource}),
 		strings.Compare(a.PodUID, b.PodUID),
-		strings.Compare(a.Container, b.Container),
-		strings.Compare(a.Resource, b.Resource),
 	)
 }
 

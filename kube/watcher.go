@@ -303,12 +303,6 @@ func (w *Watcher) WaitForSync(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), synced...)
 }
 
-// ErrorCounts returns the failed list and watch requests since start, without
-// building a Snapshot: scrapes read them every time.
-func (w *Watcher) ErrorCounts() (list, watch uint64) {
-	return w.listErrors.Load(), w.watchErrors.Load()
-}
-
 // Snapshot reads the informer caches; it makes no API call and costs one
 // pass over the pods bound to this node.
 func (w *Watcher) Snapshot() Snapshot {

@@ -38,7 +38,7 @@ func TestFetchReadsDRAClaims(t *testing.T) {
 		alloc: &podresourcesv1.AllocatableResourcesResponse{},
 	}
 	c, _, _ := start(t, f, Config{})
-	s, err := c.Fetch(context.Background())
+	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,11 @@ func TestFetchReadsDRAClaims(t *testing.T) {
 
 	// Another driver list, and none at all.
 	c2, _, _ := start(t, f, Config{DRADrivers: []string{"nic.example.com"}})
-	if s, err := c2.Fetch(context.Background()); err != nil || len(s.Claims) != 1 || s.Claims[0].Device != "eth1" {
+	if s, err := c2.Read(context.Background()); err != nil || len(s.Claims) != 1 || s.Claims[0].Device != "eth1" {
 		t.Errorf("claims for nic.example.com = %+v, %v", s.Claims, err)
 	}
 	c3, _, _ := start(t, f, Config{DRADrivers: []string{}})
-	if s, err := c3.Fetch(context.Background()); err != nil || len(s.Claims) != 0 {
+	if s, err := c3.Read(context.Background()); err != nil || len(s.Claims) != 0 {
 		t.Errorf("claims with DRA off = %+v, %v", s.Claims, err)
 	}
 }

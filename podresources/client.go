@@ -8,11 +8,9 @@
 package podresources
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,17 +156,22 @@ func (c *Client) Errors() map[string]uint64 {
 	return out
 }
 
+// claimKey orders a container's claimed devices by driver, pool and device.
+// None of the three contains a NUL byte, so the joined key orders like the
+// triple.
+func claimKey(c *ContainerClaim) string { return c.Driver + "\x00" + c.Pool + "\x00" + c.Device }
+
 func (c *Client) countError(reason string, n int) {
 	c.errMu.Lock()
 	c.errors[reason] += uint64(n)
 	c.errMu.Unlock()
 }
 
-// Fetch returns the kubelet's current view. A reply younger than CacheTTL is
+// Read returns the kubelet's current view. A reply younger than CacheTTL is
 // reused; otherwise concurrent callers share one round trip. The round trip
 // runs under the Client's own timeout, so one scrape giving up does not fail
 // the others; each caller still stops waiting when its ctx ends.
-func (c *Client) Fetch(ctx context.Context) (*Snapshot, error) {
+func (c *Client) Read(ctx context.Context) (*Snapshot, error) {
 	if s := c.cached(); s != nil {
 		return s, nil
 	}
@@ -294,10 +297,8 @@ func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv
 		}
 		s.Allocatable[res] = append(s.Allocatable[res], dev.GetDeviceIds()...)
 	}
-	sort.Slice(s.Containers, func(i, j int) bool {
-		a, b := s.Containers[i], s.Containers[j]
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
-			cmp.Compare(a.Container, b.Container), cmp.Compare(a.Resource, b.Resource)) < 0
+	resource.SortByKey(s.Containers, func(c *ContainerDevices) resource.Key {
+		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: c.Resource}
 	})
 	return s
 }
@@ -348,14 +349,8 @@ func ConvertClaims(list *podresourcesv1.ListPodResourcesResponse, drivers []stri
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		for _, p := range [][2]string{{a.Namespace, b.Namespace}, {a.Pod, b.Pod}, {a.Container, b.Container}, {a.Driver, b.Driver}, {a.Pool, b.Pool}, {a.Device, b.Device}} {
-			if p[0] != p[1] {
-				return p[0] < p[1]
-			}
-		}
-		return false
+	resource.SortByKey(out, func(c *ContainerClaim) resource.Key {
+		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: claimKey(c)}
 	})
 	return out
 }

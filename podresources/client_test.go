@@ -94,7 +94,7 @@ func TestFetchConvertsGPUResources(t *testing.T) {
 		}},
 	}
 	c, _, _ := start(t, f, Config{})
-	s, err := c.Fetch(context.Background())
+	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestFetchLargeReply(t *testing.T) {
 	}
 	f := &fakeKubelet{list: list, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
 	c, _, _ := start(t, f, Config{MaxRecvMsgSize: 64 << 20})
-	s, err := c.Fetch(context.Background())
+	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestFetchLargeReply(t *testing.T) {
 
 	// The same reply with gRPC's default limit fails: the flag matters.
 	small, _, _ := start(t, f, Config{MaxRecvMsgSize: 4 << 20})
-	if _, err := small.Fetch(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+	if _, err := small.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
 		t.Fatalf("4 MiB client: err = %v, want ResourceExhausted", err)
 	}
 }
@@ -144,7 +144,7 @@ func TestFetchTimeout(t *testing.T) {
 	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: 5 * time.Second}
 	c, _, _ := start(t, f, Config{Timeout: 200 * time.Millisecond})
 	begin := time.Now()
-	_, err := c.Fetch(context.Background())
+	_, err := c.Read(context.Background())
 	if err == nil {
 		t.Fatal("want timeout error")
 	}
@@ -161,7 +161,7 @@ func TestFetchCallerDeadline(t *testing.T) {
 	c, _, _ := start(t, f, Config{Timeout: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := c.Fetch(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := c.Read(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the caller's deadline", err)
 	}
 }
@@ -174,13 +174,13 @@ func TestFetchSharesCallsAndCaches(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := c.Fetch(context.Background()); err != nil {
+			if _, err := c.Read(context.Background()); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
-	if _, err := c.Fetch(context.Background()); err != nil {
+	if _, err := c.Read(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.calls.Load(); n != 1 {
@@ -194,11 +194,11 @@ func TestFetchSurvivesKubeletRestart(t *testing.T) {
 		alloc: &podresourcesv1.AllocatableResourcesResponse{},
 	}
 	c, srv, sock := start(t, f, Config{Timeout: 500 * time.Millisecond})
-	if _, err := c.Fetch(context.Background()); err != nil {
+	if _, err := c.Read(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
-	if _, err := c.Fetch(context.Background()); err == nil {
+	if _, err := c.Read(context.Background()); err == nil {
 		t.Fatal("want an error while the kubelet is down")
 	}
 	srv2 := NewServer(f)
@@ -208,7 +208,7 @@ func TestFetchSurvivesKubeletRestart(t *testing.T) {
 	defer srv2.Stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s, err := c.Fetch(context.Background())
+		s, err := c.Read(context.Background())
 		if err == nil && len(s.Containers) == 1 {
 			return
 		}
@@ -226,7 +226,7 @@ func TestFetchSocketAbsentThenCreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Fetch(context.Background()); err == nil {
+	if _, err := c.Read(context.Background()); err == nil {
 		t.Fatal("want an error without a socket")
 	}
 	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
@@ -237,7 +237,7 @@ func TestFetchSocketAbsentThenCreated(t *testing.T) {
 	defer srv.Stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := c.Fetch(context.Background()); err == nil {
+		if _, err := c.Read(context.Background()); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {

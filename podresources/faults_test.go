@@ -102,7 +102,7 @@ func settledGoroutines() int {
 
 func fetchOK(c *Client, pods int) func() error {
 	return func() error {
-		s, err := c.Fetch(context.Background())
+		s, err := c.Read(context.Background())
 		if err != nil {
 			return err
 		}
@@ -136,7 +136,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Socket absent at start: the call fails, New did not.
-	if _, err := c.Fetch(context.Background()); status.Code(errors.Unwrap(err)) != codes.Unavailable {
+	if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.Unavailable {
 		t.Fatalf("no socket: err = %v, want Unavailable", err)
 	}
 	var srv *Server
@@ -154,7 +154,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 	for round := 0; round < rounds; round++ {
 		// Killed and restarted on the same path.
 		srv.Stop()
-		if _, err := c.Fetch(context.Background()); err == nil {
+		if _, err := c.Read(context.Background()); err == nil {
 			t.Fatalf("round %d: fetch succeeded with the kubelet stopped", round)
 		}
 		serve()
@@ -164,7 +164,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 		// kubelet's handler sees the cancellation instead of piling up.
 		f.set(func(f *faultyKubelet) { f.hang = true })
 		begin := time.Now()
-		if _, err := c.Fetch(context.Background()); status.Code(errors.Unwrap(err)) != codes.DeadlineExceeded {
+		if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.DeadlineExceeded {
 			t.Fatalf("round %d: hung kubelet: err = %v, want DeadlineExceeded", round, err)
 		}
 		if d := time.Since(begin); d > 3*time.Second {
@@ -180,7 +180,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 
 		// Rate limited, then the limit lifts.
 		f.set(func(f *faultyKubelet) { f.err = rateLimited })
-		if _, err := c.Fetch(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
+		if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
 			t.Fatalf("round %d: rate limited: err = %v", round, err)
 		}
 		f.set(func(f *faultyKubelet) { f.err = nil })
@@ -238,7 +238,7 @@ func TestRateLimitedIsCountedAndShared(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := c.Fetch(context.Background()); err != nil {
+			if _, err := c.Read(context.Background()); err != nil {
 				failed.Add(1)
 			}
 		}()
@@ -259,7 +259,7 @@ func TestRateLimitedIsCountedAndShared(t *testing.T) {
 
 	f.set(func(f *faultyKubelet) { f.hang = false; f.err = rateLimited })
 	for i := 0; i < 3; i++ {
-		_, err := c.Fetch(context.Background())
+		_, err := c.Read(context.Background())
 		if st, _ := status.FromError(errors.Unwrap(err)); st.Code() != codes.ResourceExhausted {
 			t.Fatalf("fetch %d: err = %v, want the kubelet's ResourceExhausted", i, err)
 		}
@@ -300,7 +300,7 @@ func TestTwentyMiBReply(t *testing.T) {
 	}
 	f := &faultyKubelet{list: list, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
 	c, _, _ := start(t, &fakeKubelet{list: f.list, alloc: f.alloc}, Config{Timeout: 20 * time.Second}) // default MaxRecvMsgSize: 64 MiB
-	s, err := c.Fetch(context.Background())
+	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatalf("20 MiB reply with the default limit: %v", err)
 	}
@@ -316,7 +316,7 @@ func TestTwentyMiBReply(t *testing.T) {
 	}
 
 	small, _, _ := start(t, &fakeKubelet{list: f.list, alloc: f.alloc}, Config{Timeout: 20 * time.Second, MaxRecvMsgSize: 16 << 20})
-	if _, err := small.Fetch(context.Background()); err == nil {
+	if _, err := small.Read(context.Background()); err == nil {
 		t.Fatal("20 MiB reply accepted by a 16 MiB limit")
 	}
 	got := small.Errors()
@@ -353,7 +353,7 @@ func TestMalformedReplyServesTheRest(t *testing.T) {
 		{},
 	}}
 	c, _, _ := start(t, &fakeKubelet{list: list, alloc: alloc}, Config{})
-	s, err := c.Fetch(context.Background())
+	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
