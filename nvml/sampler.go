@@ -28,6 +28,11 @@ type Config struct {
 	// processes, per-process SM utilization) for attributing shared GPUs.
 	Processes bool
 	Logger    *slog.Logger
+	// AfterPoll, when set, is called in the polling goroutine with the PIDs
+	// of the GPU processes each successful poll found: work that must
+	// follow NVML's view (resolving the processes' cgroups) runs there,
+	// off the scrape path and in step with the snapshot.
+	AfterPoll func(pids []uint32)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -121,6 +126,30 @@ func NewSampler(lib gonvml.Interface, cfg Config) *Sampler {
 // Snapshot returns the latest view.
 func (s *Sampler) Snapshot() *Snapshot { return s.snap.Load() }
 
+// Read returns the latest snapshot, and the reason NVML is down when it is:
+// the collector's one shape of source. It makes no NVML call.
+func (s *Sampler) Read(context.Context) (*Snapshot, error) {
+	snap := s.snap.Load()
+	if !snap.Up {
+		if snap.Err == nil {
+			return snap, errors.New("NVML is not initialised")
+		}
+		return snap, snap.Err
+	}
+	return snap, nil
+}
+
+// PIDs returns the processes on the snapshot's devices.
+func (snap *Snapshot) PIDs() []uint32 {
+	var out []uint32
+	for i := range snap.Devices {
+		for _, p := range snap.Devices[i].Processes {
+			out = append(out, p.PID)
+		}
+	}
+	return out
+}
+
 // Polls returns how many polls ran; tests use it to show scrapes cause none.
 func (s *Sampler) Polls() uint64 { return s.polls.Load() }
 
@@ -200,5 +229,9 @@ func (s *Sampler) Poll() {
 	}
 	s.devices = live
 	end := s.cfg.Now()
-	s.snap.Store(&Snapshot{Up: true, Devices: readings, Taken: end, PollDuration: end.Sub(start)})
+	snap := &Snapshot{Up: true, Devices: readings, Taken: end, PollDuration: end.Sub(start)}
+	s.snap.Store(snap)
+	if s.cfg.AfterPoll != nil {
+		s.cfg.AfterPoll(snap.PIDs())
+	}
 }
