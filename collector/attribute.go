@@ -2,10 +2,10 @@ package collector
 
 import (
 	"errors"
-	"sort"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
 
 // attribute splits shared devices among their holders from per-process
@@ -153,11 +153,8 @@ func unattributed(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerRe
 		u.DutyCycle = min(u.DutyCycle, 100)
 		out = append(out, *u)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Namespace != out[j].Namespace {
-			return out[i].Namespace < out[j].Namespace
-		}
-		return out[i].Pod < out[j].Pod
+	resource.SortByKey(out, func(u *Unattributed) resource.Key {
+		return resource.Key{Namespace: u.Namespace, Pod: u.Pod}
 	})
 	return out
 }

@@ -46,7 +46,7 @@ func startCase(tb testing.TB, c benchnode.Case, cacheTTL time.Duration, now func
 	tb.Cleanup(n.Close)
 	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now}, n.Sampler, n.Kubelet, nil)
 	// Fill the client's cache, so a timed scrape never waits for the kubelet.
-	if _, err := n.Kubelet.Fetch(context.Background()); err != nil {
+	if _, err := n.Kubelet.Read(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	return n, coll
@@ -251,7 +251,7 @@ func BenchmarkKubeletFetchUncached(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				s, err := n.Kubelet.Fetch(ctx)
+				s, err := n.Kubelet.Read(ctx)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -23,7 +23,7 @@ type staticKubelet struct {
 	err  error
 }
 
-func (k staticKubelet) Fetch(context.Context) (*podresources.Snapshot, error) { return k.snap, k.err }
+func (k staticKubelet) Read(context.Context) (*podresources.Snapshot, error) { return k.snap, k.err }
 func (k staticKubelet) Errors() map[string]uint64 {
 	if k.err != nil {
 		return map[string]uint64{"unavailable": 1}

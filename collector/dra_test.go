@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,8 +24,8 @@ func (s draSlices) DRADeviceUUID(driver, pool, device string) (string, bool) {
 // staticSpecs is a SpecSource returning fixed specs.
 type staticSpecs struct{ specs *Specs }
 
-func (s staticSpecs) Specs() (*Specs, bool)     { return s.specs, true }
-func (s staticSpecs) Errors() map[string]uint64 { return nil }
+func (s staticSpecs) Read(context.Context) (*Specs, error) { return s.specs, nil }
+func (s staticSpecs) Errors() map[string]uint64            { return nil }
 
 func draInputs() (*podresources.Snapshot, *Specs) {
 	const drv = "gpu.nvidia.com"

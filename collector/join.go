@@ -1,10 +1,8 @@
 package collector
 
 import (
-	"cmp"
 	"sort"
 
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
@@ -28,26 +26,6 @@ type Inputs struct {
 	// NoAttribution, when set, is why per-process attribution is off for
 	// every device ("disabled", "no_procfs", "no_kubernetes_api").
 	NoAttribution string
-}
-
-// Specs is what the Kubernetes API says about this node's GPUs. When present
-// it replaces the kubelet-derived requests, limits, capacity and allocatable.
-type Specs struct {
-	Containers []ContainerResource
-	// NodeFound is false when the Node object has not been seen.
-	NodeFound bool
-	Node      []NodeResource
-	// Lookup resolves pod UIDs and container IDs; nil when unknown.
-	Lookup PodLookup
-	// DRA resolves devices allocated through DRA claims; nil when the
-	// node's ResourceSlices are not read.
-	DRA DRALookup
-	// DRANode is, per DRA driver, the devices the node's ResourceSlices
-	// publish: its capacity and allocatable.
-	DRANode []NodeResource
-	// DRAUUIDs are the NVML UUIDs of the devices DRA drivers publish; the
-	// kubelet-derived capacity does not count them as device-plugin GPUs.
-	DRAUUIDs map[string]bool
 }
 
 // Usage is one container's use of one device (a GPU or a MIG instance).
@@ -80,30 +58,6 @@ type Unattributed struct {
 	Namespace, Pod string
 	DutyCycle      float64
 	MemoryUsed     uint64
-}
-
-// OwnerResult is what the cgroup of a GPU process said.
-type OwnerResult struct {
-	Owner cgroup.Owner
-	// Err is cgroup.ErrNotInPod for host processes, another error when the
-	// process could not be read (no host procfs, exited).
-	Err error
-}
-
-// ContainerResource is one container's request and limit of one GPU resource.
-type ContainerResource struct {
-	Namespace, Pod, Container, Resource, Vendor string
-	Request, Limit                              float64
-}
-
-// NodeResource is the node's capacity and allocatable of one GPU resource.
-// A side the source cannot tell is marked absent rather than made up.
-type NodeResource struct {
-	Resource, Vendor string
-	Capacity         float64
-	HasCapacity      bool
-	Allocatable      float64
-	HasAllocatable   bool
 }
 
 // View is the joined, sorted result a scrape turns into metrics.
@@ -217,10 +171,8 @@ func Join(in Inputs) View {
 			}
 		}
 		sort.Strings(v.Unmatched)
-		sort.SliceStable(v.Usage, func(i, j int) bool {
-			a, b := v.Usage[i], v.Usage[j]
-			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
-				cmp.Compare(a.Container, b.Container), cmp.Compare(a.Device.UUID, b.Device.UUID)) < 0
+		resource.SortByKey(v.Usage, func(u *Usage) resource.Key {
+			return resource.Key{Namespace: u.Namespace, Pod: u.Pod, Container: u.Container, Name: u.Device.UUID}
 		})
 	}
 	attribute(&v, in)
@@ -235,7 +187,7 @@ func Join(in Inputs) View {
 	}
 	if in.Kubelet != nil && len(in.Kubelet.Claims) > 0 {
 		v.Requests = append(append([]ContainerResource(nil), v.Requests...), draRequests(in.Kubelet.Claims)...)
-		sortRequests(v.Requests)
+		resource.SortContainerResources(v.Requests)
 	}
 
 	if in.Specs != nil && in.Specs.NodeFound {
@@ -245,7 +197,7 @@ func Join(in Inputs) View {
 	}
 	if in.Specs != nil && len(in.Specs.DRANode) > 0 {
 		v.Node = append(append([]NodeResource(nil), v.Node...), in.Specs.DRANode...)
-		sort.SliceStable(v.Node, func(i, j int) bool { return v.Node[i].Resource < v.Node[j].Resource })
+		resource.SortNodeResources(v.Node)
 	}
 	return v
 }
@@ -271,11 +223,7 @@ func mergeRequests(specs, kubelet []ContainerResource) []ContainerResource {
 		}
 	}
 	if added {
-		sort.SliceStable(out, func(i, j int) bool {
-			a, b := out[i], out[j]
-			return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod),
-				cmp.Compare(a.Container, b.Container), cmp.Compare(a.Resource, b.Resource)) < 0
-		})
+		resource.SortContainerResources(out)
 	}
 	return out
 }
@@ -370,6 +318,6 @@ func fallbackNode(in Inputs, ix *deviceIndex) []NodeResource {
 	for _, r := range byRes {
 		out = append(out, *r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Resource < out[j].Resource })
+	resource.SortNodeResources(out)
 	return out
 }

@@ -84,7 +84,7 @@ func TestKubernetesSourceEndToEnd(t *testing.T) {
 		Containers:  []podresources.ContainerDevices{{Namespace: "ml", Pod: "train-0", Container: "main", Resource: "nvidia.com/gpu", DeviceIDs: []string{u[0]}}},
 		Allocatable: map[string][]string{"nvidia.com/gpu": {u[0]}},
 	}}
-	c := New(Config{NodeName: "gpu-node-1"}, s, kubelet, KubeSpecs{W: w})
+	c := New(Config{NodeName: "gpu-node-1"}, s, kubelet, w)
 	fromAPI := `
 # HELP containerGpuLimits GPUs limited for the container, per GPU resource.
 # TYPE containerGpuLimits gauge
@@ -137,7 +137,7 @@ kube_gpu_exporter_up{source="nvml"} 1
 	}
 
 	// Without the API: kubelet counts and NVML/kubelet capacity.
-	fallback := New(Config{NodeName: "gpu-node-1"}, s, kubelet, KubeSpecs{})
+	fallback := New(Config{NodeName: "gpu-node-1"}, s, kubelet, kube.Unavailable{Reason: errors.New("no API")})
 	want := `
 # HELP containerGpuRequests GPUs requested by the container, per GPU resource.
 # TYPE containerGpuRequests gauge

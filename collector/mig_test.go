@@ -117,13 +117,13 @@ nodeGpuDutyCycle{gpu_id="GPU-00000000-0000-4000-8000-000000000300",gpu_model="NV
 
 	// Every device has an info series; instances name their parent.
 	var info strings.Builder
-	info.WriteString("# HELP kube_gpu_exporter_device_info One series per device NVML reports, GPU or MIG instance: the MIG instance's parent GPU, profile and GPU/compute instance IDs (empty on whole GPUs) and the PCI address, for grouping by gpu_id.\n# TYPE kube_gpu_exporter_device_info gauge\n")
-	fmt.Fprintf(&info, "kube_gpu_exporter_device_info{compute_instance_id=\"\",gpu_id=%q,gpu_instance_id=\"\",gpu_model=\"NVIDIA H100 80GB HBM3\",mig_profile=\"\",node=\"h100-node\",parent_gpu_id=\"\",pci_bus_id=\"00000000:18:00.0\"} 1\n", whole)
-	fmt.Fprintf(&info, "kube_gpu_exporter_device_info{compute_instance_id=\"\",gpu_id=%q,gpu_instance_id=\"\",gpu_model=\"NVIDIA H100 80GB HBM3\",mig_profile=\"\",node=\"h100-node\",parent_gpu_id=\"\",pci_bus_id=\"00000000:19:00.0\"} 1\n", parent)
+	info.WriteString("# HELP kube_gpu_device_info One series per device NVML reports, GPU or MIG instance: the MIG instance's parent GPU, profile and GPU/compute instance IDs (empty on whole GPUs) and the PCI address, for grouping by gpu_id.\n# TYPE kube_gpu_device_info gauge\n")
+	fmt.Fprintf(&info, "kube_gpu_device_info{compute_instance_id=\"\",gpu_id=%q,gpu_instance_id=\"\",gpu_model=\"NVIDIA H100 80GB HBM3\",gpu_vendor=\"nvidia\",mig_profile=\"\",node=\"h100-node\",parent_gpu_id=\"\",pci_bus_id=\"00000000:18:00.0\"} 1\n", whole)
+	fmt.Fprintf(&info, "kube_gpu_device_info{compute_instance_id=\"\",gpu_id=%q,gpu_instance_id=\"\",gpu_model=\"NVIDIA H100 80GB HBM3\",gpu_vendor=\"nvidia\",mig_profile=\"\",node=\"h100-node\",parent_gpu_id=\"\",pci_bus_id=\"00000000:19:00.0\"} 1\n", parent)
 	for j := 0; j < 7; j++ {
-		fmt.Fprintf(&info, "kube_gpu_exporter_device_info{compute_instance_id=\"0\",gpu_id=%q,gpu_instance_id=\"%d\",gpu_model=\"NVIDIA H100 80GB HBM3\",mig_profile=\"1g.10gb\",node=\"h100-node\",parent_gpu_id=%q,pci_bus_id=\"00000000:19:00.0\"} 1\n", migIDs[j], 7+j, parent)
+		fmt.Fprintf(&info, "kube_gpu_device_info{compute_instance_id=\"0\",gpu_id=%q,gpu_instance_id=\"%d\",gpu_model=\"NVIDIA H100 80GB HBM3\",gpu_vendor=\"nvidia\",mig_profile=\"1g.10gb\",node=\"h100-node\",parent_gpu_id=%q,pci_bus_id=\"00000000:19:00.0\"} 1\n", migIDs[j], 7+j, parent)
 	}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(info.String()), "kube_gpu_exporter_device_info"); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(info.String()), "kube_gpu_device_info"); err != nil {
 		t.Fatal(err)
 	}
 	// The MIG-enabled parent keeps its memory series, with no duty cycle.

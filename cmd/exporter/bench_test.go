@@ -60,7 +60,7 @@ func startHandler(b *testing.B, c benchnode.Case) http.Handler {
 		b.Fatal(err)
 	}
 	b.Cleanup(n.Close)
-	if _, err := n.Kubelet.Fetch(context.Background()); err != nil {
+	if _, err := n.Kubelet.Read(context.Background()); err != nil {
 		b.Fatal(err)
 	}
 	o, _, err := parseFlags([]string{"--kube.node-name=gpu-node-01"})

@@ -236,10 +236,19 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 		logger.Warn("--kube.node-name (NODE_NAME) not set; using the hostname", "node", h)
 	}
 
-	sampler := nvml.NewSampler(lib, nvml.Config{
+	nvcfg := nvml.Config{
 		Window: o.window, Interval: o.pollInterval, RetryInterval: o.retryInterval, Logger: logger,
 		Processes: o.perProcess,
-	})
+	}
+	var owners collector.OwnerSource
+	if o.perProcess {
+		// GPU processes' cgroups are read after each NVML poll, off the
+		// scrape path.
+		resolver := cgroup.NewResolver(cgroup.Reader{Root: o.procfs})
+		nvcfg.AfterPoll = resolver.Update
+		owners = resolver
+	}
+	sampler := nvml.NewSampler(lib, nvcfg)
 	sampler.Poll() // the first scrape already has devices
 	samplerDone := make(chan struct{})
 	go func() { defer close(samplerDone); sampler.Run(ctx) }()
@@ -257,15 +266,15 @@ func run(ctx context.Context, o *options, logger *slog.Logger) error {
 	}
 	defer kubelet.Close()
 
-	var specs collector.KubeSpecs
+	var specs collector.SpecSource = kube.Unavailable{Reason: errors.New("the Kubernetes API is not in use")}
 	if w := startWatcher(ctx, o, restConfig, matcher, logger); w != nil {
-		specs.W = w // a nil *kube.Watcher must not become a non-nil interface
+		specs = w // a nil *kube.Watcher must not become a non-nil interface
 	}
 
 	coll := collector.New(collector.Config{
 		NodeName: o.nodeName, Matcher: matcher, Logger: logger,
 		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
-		PerProcess:     o.perProcess, Procfs: cgroup.Reader{Root: o.procfs},
+		PerProcess:     o.perProcess, Owners: owners,
 	}, sampler, kubelet, specs)
 
 	handler, err := newHandler(o, coll, logger)

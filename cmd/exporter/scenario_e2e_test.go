@@ -71,7 +71,7 @@ func TestScenarioDRANode(t *testing.T) {
 		`containerGpuRequests{container="trainer",gpu_vendor="nvidia",namespace="ml-training",node="dra-node",pod="llm-finetune-0",resource="gpu.nvidia.com"} 4`,
 		`containerGpuLimits{container="warmup",gpu_vendor="nvidia",namespace="inference",node="dra-node",pod="ranker-0",resource="gpu.nvidia.com"} 1`,
 		// A claim shared by two containers is split per process.
-		`kube_gpu_exporter_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000004",mode="per_process",node="dra-node",reason=""} 1`,
+		`kube_gpu_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000004",gpu_model="NVIDIA H100 80GB HBM3",gpu_vendor="nvidia",mode="per_process",node="dra-node",reason=""} 1`,
 		`kube_gpu_exporter_unmatched_devices 0`,
 	} {
 		if !strings.Contains(raw, want+"\n") {
