@@ -284,7 +284,7 @@ func fetchSimulated(t *testing.T, sc *Scenario) (*Node, *podresources.Snapshot) 
 		t.Fatal(err)
 	}
 	defer c.Close()
-	snap, err := c.Fetch(context.Background())
+	snap, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

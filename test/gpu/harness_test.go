@@ -601,7 +601,7 @@ func startFakeKubelet(t *testing.T, uuid string) string {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	snap, err := c.Fetch(context.Background())
+	snap, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatalf("fake kubelet: %v", err)
 	}
