@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -491,51 +490,4 @@ func devicesTable(ss []sample) error {
 		return fmt.Errorf("GPU 5: rows %v, want notebooks/jupyter-alice", got)
 	}
 	return nil
-}
-
-// plotDutyCycle writes what the node dashboard's "Duty cycle per GPU" panel
-// shows for sim-node since the exporter started, after letting it run for
-// DASHBOARDS_PLOT_SECONDS (default 60) in all.
-func plotDutyCycle(t *testing.T, prom *promAPI, out string, began time.Time) {
-	t.Helper()
-	span := 60 * time.Second
-	if v := os.Getenv("DASHBOARDS_PLOT_SECONDS"); v != "" {
-		secs, err := strconv.Atoi(v)
-		if err != nil {
-			t.Fatalf("DASHBOARDS_PLOT_SECONDS: %v", err)
-		}
-		span = time.Duration(secs) * time.Second
-	}
-	time.Sleep(time.Until(began.Add(span)))
-	var expr string
-	for _, path := range dashboardFiles(t) {
-		d, _ := loadDashboard(t, path)
-		for _, p := range allPanels(d.Panels) {
-			if d.UID == "kube-gpu-exporter-node" && p.Title == "Duty cycle per GPU" {
-				expr = p.Targets[0].Expr
-			}
-		}
-	}
-	vals := map[string]string{"cluster": ".*", "node": "sim-node"}
-	for k, v := range builtins {
-		vals[k] = v
-	}
-	expr, err := substitute(expr, vals)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss, err := prom.queryRange(expr, time.Since(began), time.Second)
-	if err := nonEmpty(ss, err); err != nil {
-		t.Fatalf("plot query %s: %v", expr, err)
-	}
-	if err := plotSeries(out, ss, "gpu_id", []float64{5, 95}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range ss {
-		lo, hi, sum := s.Values[0], s.Values[0], 0.0
-		for _, v := range s.Values {
-			lo, hi, sum = min(lo, v), max(hi, v), sum+v
-		}
-		t.Logf("plotted %s: %d points, min %.1f mean %.1f max %.1f", s.Metric["gpu_id"], len(s.Values), lo, sum/float64(len(s.Values)), hi)
-	}
 }

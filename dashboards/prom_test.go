@@ -148,10 +148,11 @@ func (p *promAPI) get(path string, params url.Values, into any) error {
 }
 
 // sample is one series of a query result with its values (one for instant
-// queries).
+// queries) and, for range queries, their times (Unix seconds).
 type sample struct {
 	Metric map[string]string
 	Values []float64
+	Times  []float64
 }
 
 type queryData struct {
@@ -213,6 +214,9 @@ func (d queryData) samples() ([]sample, error) {
 					return nil, err
 				}
 				sm.Values = append(sm.Values, v)
+				if t, ok := pair[0].(float64); ok {
+					sm.Times = append(sm.Times, t)
+				}
 			}
 			out = append(out, sm)
 		}
