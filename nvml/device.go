@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"math"
 	"strings"
+	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 )
@@ -56,6 +57,18 @@ type Reading struct {
 	// false, ProcessesReason says why (e.g. "not_supported").
 	ProcessesOK     bool
 	ProcessesReason string
+
+	// Telemetry and Health are read on whole GPUs when the sampler's
+	// Telemetry and Health switches are on.
+	Telemetry Telemetry
+	Health    Health
+	// Xid counts the device's Xid events by code since the exporter
+	// started (Events switch); LastXid is when the latest arrived.
+	Xid     map[uint64]uint64
+	LastXid time.Time
+	// Supported has a Family bit for every reading group the device
+	// answers (not NOT_SUPPORTED); 0 on MIG instances, which have none.
+	Supported uint32
 }
 
 // Process is one compute process on a device.
@@ -95,6 +108,16 @@ func busID(b [32]int8) string {
 // sampleValue decodes an NVML sample by its value type; ok is false for
 // values that cannot be utilization percentages.
 func sampleValue(vt gonvml.ValueType, raw [8]byte) (float64, bool) {
+	v, ok := decodeValue(vt, raw)
+	if !ok || v > 100 {
+		return 0, false
+	}
+	return v, true
+}
+
+// decodeValue decodes an NVML sample or field value by its value type; ok
+// is false for unknown types, NaN and negative values.
+func decodeValue(vt gonvml.ValueType, raw [8]byte) (float64, bool) {
 	var v float64
 	switch vt {
 	case gonvml.VALUE_TYPE_DOUBLE:
@@ -112,7 +135,7 @@ func sampleValue(vt gonvml.ValueType, raw [8]byte) (float64, bool) {
 	default:
 		return 0, false
 	}
-	if math.IsNaN(v) || v < 0 || v > 100 {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 		return 0, false
 	}
 	return v, true

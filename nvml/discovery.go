@@ -46,6 +46,13 @@ func (s *Sampler) discover() {
 			gpm := t.gpm
 			t.win, t.useRates, t.noUtil, t.memV1 = prev.win, prev.useRates, prev.noUtil, prev.memV1
 			t.procs, t.lastProcTS, t.procReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.noMPSListed
+			if t.tel != nil && prev.tel != nil {
+				// Energy and windows carry over; families that answered
+				// NOT_SUPPORTED are asked again after a rediscovery.
+				tel := *prev.tel
+				tel.supported = t.tel.supported
+				t.tel = &tel
+			}
 			switch {
 			case gpm != nil && prev.gpm != nil:
 				t.gpm = prev.gpm // keep the previous sample: no gap in the duty cycle
@@ -69,6 +76,16 @@ func (s *Sampler) discover() {
 			s.log.Warn("skipping GPU", "index", i, "err", err)
 			continue
 		}
+		if s.cfg.Telemetry || s.cfg.Health || s.cfg.Events {
+			gpu.tel = newTelemetryState()
+			if s.cfg.Health {
+				cur, _, ret := h.GetEccMode()
+				gpu.eccEnabled = ret == gonvml.SUCCESS && cur == gonvml.FEATURE_ENABLED
+				if !gpu.eccEnabled {
+					gpu.tel.supported &^= FamilyECC
+				}
+			}
+		}
 		if mode, _, ret := h.GetMigMode(); ret == gonvml.SUCCESS && mode == gonvml.DEVICE_MIG_ENABLE {
 			gpu.info.MIGEnabled = true
 			gpu.noUtil = true // NVML reports no utilization on MIG-enabled GPUs
@@ -85,6 +102,12 @@ func (s *Sampler) discover() {
 		s.freeGPM(gone) // destroyed MIG instances, GPUs gone
 	}
 	s.devices = found
+	for _, d := range found {
+		delete(s.lost, d.info.UUID) // back on the bus
+	}
+	if s.cfg.Events {
+		s.registerEvents()
+	}
 }
 
 // discoverMIG lists the MIG instances of a MIG-enabled GPU. With gpm, each

@@ -21,6 +21,11 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 			return s.lose(d)
 		}
 	}
+	if d.tel != nil {
+		if lost := s.pollWhole(d, &r, nowUS, cutoff); lost {
+			return s.lose(d)
+		}
+	}
 	used, total, ret := s.memory(d)
 	switch ret {
 	case gonvml.SUCCESS:
@@ -113,4 +118,43 @@ func (s *Sampler) memory(d *tracked) (used, total uint64, ret gonvml.Return) {
 	}
 	m, ret := d.h.GetMemoryInfo()
 	return m.Used, m.Total, ret
+}
+
+// pollWhole reads the telemetry, health and Xid counts of a whole GPU, as
+// far as they are switched on and supported.
+func (s *Sampler) pollWhole(d *tracked, r *Reading, nowUS, cutoff uint64) (lost bool) {
+	if s.cfg.Telemetry && s.pollTelemetry(d, r, nowUS, cutoff) {
+		return true
+	}
+	if s.pollFields(d, r) {
+		return true
+	}
+	if s.cfg.Health && s.pollHealth(d, r) {
+		return true
+	}
+	if s.cfg.Events && d.tel.on(FamilyXid) && s.events.set != nil {
+		r.Xid, r.LastXid = s.xidOf(&d.info)
+	}
+	r.Supported = d.tel.supported & s.wanted()
+	if !s.cfg.Events || s.events.set == nil {
+		r.Supported &^= FamilyXid
+	}
+	return false
+}
+
+// wanted is the Family bits of the groups switched on.
+func (s *Sampler) wanted() uint32 {
+	var w uint32
+	if s.cfg.Telemetry {
+		w |= FamilyPower | FamilyPowerLimit | FamilyEnergy | FamilyTemperature | FamilyMemoryTemperature |
+			FamilyClocks | FamilyClockEvents | FamilyClockEventTime | FamilyMemoryBandwidth |
+			FamilyEncoder | FamilyDecoder | FamilyPCIeReplay
+	}
+	if s.cfg.Health {
+		w |= FamilyECC | FamilyRetiredPages | FamilyRemappedRows | FamilyRecoveryAction
+	}
+	if s.cfg.Events {
+		w |= FamilyXid
+	}
+	return w
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,11 @@ type Config struct {
 	// follow NVML's view (resolving the processes' cgroups) runs there,
 	// off the scrape path and in step with the snapshot.
 	AfterPoll func(pids []uint32)
+	// Telemetry, Health and Events switch on the reading groups of the
+	// same names (docs/metrics.md): power, energy, temperatures, clocks,
+	// bandwidth; ECC, retired pages, remapped rows, recovery action; Xid
+	// events in their own goroutine.
+	Telemetry, Health, Events bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -50,6 +56,9 @@ type Snapshot struct {
 	Taken time.Time
 	// PollDuration is how long that poll took.
 	PollDuration time.Duration
+	// Lost are the GPUs that fell off the bus since they were last
+	// discovered: they have no readings, only their failed health.
+	Lost []DeviceInfo
 }
 
 // tracked is the loop-owned state of one device.
@@ -75,6 +84,10 @@ type tracked struct {
 	lastProcTS  uint64             // newest process-utilization sample seen
 	procReason  string             // why per-process data is unavailable, once known
 	noMPSListed bool               // GetMPSComputeRunningProcesses unsupported
+
+	// Whole GPUs: telemetry and health state; nil on MIG instances.
+	tel        *telemetryState
+	eccEnabled bool
 }
 
 // Sampler polls NVML in the background. It is the only caller of NVML, so
@@ -90,6 +103,9 @@ type Sampler struct {
 	lastDiscovery time.Time
 	rediscover    bool // a MIG handle failed: enumerate again on the next poll
 	initLogged    bool
+
+	events events
+	lost   map[string]DeviceInfo // GPUs lost since they were last discovered
 
 	snap  atomic.Pointer[Snapshot]
 	polls atomic.Uint64
@@ -139,6 +155,19 @@ func (s *Sampler) Read(context.Context) (*Snapshot, error) {
 	return snap, nil
 }
 
+// lostList returns the lost GPUs sorted by index.
+func (s *Sampler) lostList() []DeviceInfo {
+	if len(s.lost) == 0 {
+		return nil
+	}
+	out := make([]DeviceInfo, 0, len(s.lost))
+	for _, info := range s.lost {
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out
+}
+
 // PIDs returns the processes on the snapshot's devices.
 func (snap *Snapshot) PIDs() []uint32 {
 	var out []uint32
@@ -174,7 +203,12 @@ func (s *Sampler) countError(reason string) {
 // the caller already did (main polls before serving so the first scrape has
 // devices).
 func (s *Sampler) Run(ctx context.Context) {
+	var eventsDone chan struct{}
 	defer func() {
+		if eventsDone != nil {
+			<-eventsDone // the set is freed only when no one waits on it
+			s.freeEvents()
+		}
 		if s.inited {
 			for _, d := range s.devices {
 				s.freeGPM(d)
@@ -186,6 +220,10 @@ func (s *Sampler) Run(ctx context.Context) {
 		s.Poll()
 	}
 	for {
+		if eventsDone == nil && s.events.set != nil {
+			eventsDone = make(chan struct{})
+			go func() { defer close(eventsDone); s.waitEvents(ctx) }()
+		}
 		wait := s.cfg.Interval
 		if !s.inited {
 			wait = s.cfg.RetryInterval
@@ -222,14 +260,20 @@ func (s *Sampler) Poll() {
 	for _, d := range s.devices {
 		r, ok := s.pollDevice(d, nowUS, cutoff)
 		if !ok {
-			continue // lost: its series vanish, rediscovery may bring it back
+			// Lost: its series vanish but its failed health stays until
+			// rediscovery finds it again.
+			if s.lost == nil {
+				s.lost = map[string]DeviceInfo{}
+			}
+			s.lost[d.info.UUID] = d.info
+			continue
 		}
 		live = append(live, d)
 		readings = append(readings, r)
 	}
 	s.devices = live
 	end := s.cfg.Now()
-	snap := &Snapshot{Up: true, Devices: readings, Taken: end, PollDuration: end.Sub(start)}
+	snap := &Snapshot{Up: true, Devices: readings, Taken: end, PollDuration: end.Sub(start), Lost: s.lostList()}
 	s.snap.Store(snap)
 	if s.cfg.AfterPoll != nil {
 		s.cfg.AfterPoll(snap.PIDs())

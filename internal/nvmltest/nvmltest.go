@@ -1,0 +1,316 @@
+// Package nvmltest fills go-nvml's mock devices with the telemetry, health
+// and event calls the sampler makes, for the tests and the simulated node:
+// the mocks panic on any method left unset. It is never linked into the
+// exporter binary.
+package nvmltest
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+)
+
+// Profile is what a mock GPU reports. A nil pointer field or a false Has
+// flag makes the call answer NOT_SUPPORTED.
+type Profile struct {
+	PowerMilliwatts, PowerLimitMilliwatts *uint32
+	// EnergyMillijoules is read on every call, so a test can move it.
+	EnergyMillijoules       func() uint64
+	TempGPU                 *uint32
+	TempMemory              *uint32
+	SMClockMHz, MemClockMHz *uint32
+	SMMaxMHz, MemMaxMHz     *uint32
+	ClockEvents             *uint64
+	// ClockEventNanos is the cumulative time per clock event field ID.
+	ClockEventNanos map[uint32]uint64
+	MemoryUtil      *uint32
+	Encoder         *uint32
+	Decoder         *uint32
+	PCIeReplays     *int
+	// ECC is corrected/uncorrected x volatile/aggregate; nil: ECC disabled.
+	ECC            *[2][2]uint64
+	RemappedRows   *[2]int
+	RemapPending   bool
+	RemapFailed    bool
+	RetiredPages   *[2]int
+	RecoveryAction *uint32
+	// Events is the supported event mask; 0: no events.
+	Events uint64
+}
+
+// U32, U64 and Int return pointers for Profile fields.
+func U32(v uint32) *uint32 { return &v }
+
+// U64 returns a pointer to v.
+func U64(v uint64) *uint64 { return &v }
+
+// Int returns a pointer to v.
+func Int(v int) *int { return &v }
+
+const unsupported = gonvml.ERROR_NOT_SUPPORTED
+
+func u32(p *uint32) (uint32, gonvml.Return) {
+	if p == nil {
+		return 0, unsupported
+	}
+	return *p, gonvml.SUCCESS
+}
+
+// Apply sets every telemetry, health and event call of d from p; calls a
+// test already set are kept.
+func Apply(d *mock.Device, p Profile) {
+	if d.GetPowerUsageFunc == nil {
+		d.GetPowerUsageFunc = func() (uint32, gonvml.Return) { return u32(p.PowerMilliwatts) }
+	}
+	if d.GetEnforcedPowerLimitFunc == nil {
+		d.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return u32(p.PowerLimitMilliwatts) }
+	}
+	if d.GetTotalEnergyConsumptionFunc == nil {
+		d.GetTotalEnergyConsumptionFunc = func() (uint64, gonvml.Return) {
+			if p.EnergyMillijoules == nil {
+				return 0, unsupported
+			}
+			return p.EnergyMillijoules(), gonvml.SUCCESS
+		}
+	}
+	if d.GetTemperatureFunc == nil {
+		d.GetTemperatureFunc = func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { return u32(p.TempGPU) }
+	}
+	if d.GetClockInfoFunc == nil {
+		d.GetClockInfoFunc = func(c gonvml.ClockType) (uint32, gonvml.Return) {
+			if c == gonvml.CLOCK_MEM {
+				return u32(p.MemClockMHz)
+			}
+			return u32(p.SMClockMHz)
+		}
+	}
+	if d.GetMaxClockInfoFunc == nil {
+		d.GetMaxClockInfoFunc = func(c gonvml.ClockType) (uint32, gonvml.Return) {
+			if c == gonvml.CLOCK_MEM {
+				return u32(p.MemMaxMHz)
+			}
+			return u32(p.SMMaxMHz)
+		}
+	}
+	if d.GetCurrentClocksEventReasonsFunc == nil {
+		d.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) {
+			if p.ClockEvents == nil {
+				return 0, unsupported
+			}
+			return *p.ClockEvents, gonvml.SUCCESS
+		}
+	}
+	if d.GetSamplesFunc == nil {
+		d.GetSamplesFunc = func(gonvml.SamplingType, uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			return 0, nil, unsupported
+		}
+	}
+	if d.GetUtilizationRatesFunc == nil {
+		d.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
+			if p.MemoryUtil == nil {
+				return gonvml.Utilization{}, unsupported
+			}
+			return gonvml.Utilization{Memory: *p.MemoryUtil}, gonvml.SUCCESS
+		}
+	}
+	if d.GetEncoderUtilizationFunc == nil {
+		d.GetEncoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { v, r := u32(p.Encoder); return v, 0, r }
+	}
+	if d.GetDecoderUtilizationFunc == nil {
+		d.GetDecoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { v, r := u32(p.Decoder); return v, 0, r }
+	}
+	if d.GetPcieReplayCounterFunc == nil {
+		d.GetPcieReplayCounterFunc = func() (int, gonvml.Return) {
+			if p.PCIeReplays == nil {
+				return 0, unsupported
+			}
+			return *p.PCIeReplays, gonvml.SUCCESS
+		}
+	}
+	if d.GetFieldValuesFunc == nil {
+		d.GetFieldValuesFunc = func(v []gonvml.FieldValue) gonvml.Return { fields(p, v); return gonvml.SUCCESS }
+	}
+	if d.GetEccModeFunc == nil {
+		d.GetEccModeFunc = func() (gonvml.EnableState, gonvml.EnableState, gonvml.Return) {
+			if p.ECC == nil {
+				return gonvml.FEATURE_DISABLED, gonvml.FEATURE_DISABLED, gonvml.SUCCESS
+			}
+			return gonvml.FEATURE_ENABLED, gonvml.FEATURE_ENABLED, gonvml.SUCCESS
+		}
+	}
+	if d.GetTotalEccErrorsFunc == nil {
+		d.GetTotalEccErrorsFunc = func(e gonvml.MemoryErrorType, c gonvml.EccCounterType) (uint64, gonvml.Return) {
+			if p.ECC == nil || e > 1 || c > 1 {
+				return 0, unsupported
+			}
+			return p.ECC[e][c], gonvml.SUCCESS
+		}
+	}
+	if d.GetRemappedRowsFunc == nil {
+		d.GetRemappedRowsFunc = func() (int, int, bool, bool, gonvml.Return) {
+			if p.RemappedRows == nil {
+				return 0, 0, false, false, unsupported
+			}
+			return p.RemappedRows[0], p.RemappedRows[1], p.RemapPending, p.RemapFailed, gonvml.SUCCESS
+		}
+	}
+	if d.GetRetiredPages_v2Func == nil {
+		d.GetRetiredPages_v2Func = func(c gonvml.PageRetirementCause) ([]uint64, []uint64, gonvml.Return) {
+			if p.RetiredPages == nil || c > 1 {
+				return nil, nil, unsupported
+			}
+			return make([]uint64, p.RetiredPages[c]), make([]uint64, p.RetiredPages[c]), gonvml.SUCCESS
+		}
+	}
+	if d.GetRetiredPagesPendingStatusFunc == nil {
+		d.GetRetiredPagesPendingStatusFunc = func() (gonvml.EnableState, gonvml.Return) {
+			if p.RetiredPages == nil {
+				return 0, unsupported
+			}
+			return gonvml.FEATURE_DISABLED, gonvml.SUCCESS
+		}
+	}
+	if d.GetSupportedEventTypesFunc == nil {
+		d.GetSupportedEventTypesFunc = func() (uint64, gonvml.Return) {
+			if p.Events == 0 {
+				return 0, unsupported
+			}
+			return p.Events, gonvml.SUCCESS
+		}
+	}
+	if d.RegisterEventsFunc == nil {
+		d.RegisterEventsFunc = func(uint64, gonvml.EventSet) gonvml.Return { return gonvml.SUCCESS }
+	}
+}
+
+// fields answers a GetFieldValues call from p.
+func fields(p Profile, v []gonvml.FieldValue) {
+	for i := range v {
+		f := &v[i]
+		f.NvmlReturn = uint32(unsupported)
+		switch f.FieldId {
+		case gonvml.FI_DEV_MEMORY_TEMP:
+			if p.TempMemory != nil {
+				putU64(f, uint64(*p.TempMemory))
+			}
+		case gonvml.FI_DEV_GET_GPU_RECOVERY_ACTION:
+			if p.RecoveryAction != nil {
+				putU64(f, uint64(*p.RecoveryAction))
+			}
+		default:
+			if ns, ok := p.ClockEventNanos[f.FieldId]; ok {
+				putU64(f, ns)
+			}
+		}
+	}
+}
+
+func putU64(f *gonvml.FieldValue, v uint64) {
+	f.NvmlReturn = uint32(gonvml.SUCCESS)
+	f.ValueType = uint32(gonvml.VALUE_TYPE_UNSIGNED_LONG_LONG)
+	binary.NativeEndian.PutUint64(f.Value[:], v)
+}
+
+// Events is a mock event set: Inject queues an event that the next wait
+// returns; waits time out when none is queued.
+type Events struct {
+	mu     sync.Mutex
+	queue  []gonvml.EventData
+	waits  int
+	freed  bool
+	waitFn func() gonvml.Return
+}
+
+// FailWaits makes every later wait return ret.
+func (e *Events) FailWaits(ret gonvml.Return) {
+	e.mu.Lock()
+	e.waitFn = func() gonvml.Return { return ret }
+	e.mu.Unlock()
+}
+
+// Pending returns how many injected events no wait has returned yet.
+func (e *Events) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.queue)
+}
+
+// Freed reports whether the event set was freed.
+func (e *Events) Freed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.freed
+}
+
+// Inject queues an Xid event on dev (a GPU, gi/ci 0xFFFFFFFF) or one of its
+// MIG instances.
+func (e *Events) Inject(dev gonvml.Device, xid uint64, gi, ci uint32) {
+	e.mu.Lock()
+	e.queue = append(e.queue, gonvml.EventData{Device: dev, EventType: gonvml.EventTypeXidCriticalError, EventData: xid, GpuInstanceId: gi, ComputeInstanceId: ci})
+	e.mu.Unlock()
+}
+
+// Install makes lib's event calls use e.
+func (e *Events) Install(lib *mock.Interface) {
+	set := &mock.EventSet{}
+	lib.EventSetCreateFunc = func() (gonvml.EventSet, gonvml.Return) { return set, gonvml.SUCCESS }
+	lib.EventSetFreeFunc = func(gonvml.EventSet) gonvml.Return {
+		e.mu.Lock()
+		e.freed = true
+		e.mu.Unlock()
+		return gonvml.SUCCESS
+	}
+	lib.EventSetWaitFunc = func(_ gonvml.EventSet, timeoutms uint32) (gonvml.EventData, gonvml.Return) {
+		e.mu.Lock()
+		e.waits++
+		if e.waitFn != nil {
+			fn := e.waitFn
+			e.mu.Unlock()
+			return gonvml.EventData{}, fn()
+		}
+		if len(e.queue) > 0 {
+			ev := e.queue[0]
+			e.queue = e.queue[1:]
+			e.mu.Unlock()
+			return ev, gonvml.SUCCESS
+		}
+		e.mu.Unlock()
+		time.Sleep(time.Duration(min(timeoutms, 20)) * time.Millisecond)
+		return gonvml.EventData{}, gonvml.ERROR_TIMEOUT
+	}
+}
+
+// NoEvents makes lib's event set creation fail as on a driver without it.
+func NoEvents(lib *mock.Interface) {
+	lib.EventSetCreateFunc = func() (gonvml.EventSet, gonvml.Return) { return nil, unsupported }
+}
+
+// EnergyCounter is a moving energy counter for Profile.EnergyMillijoules.
+type EnergyCounter struct {
+	mu sync.Mutex
+	mj uint64
+}
+
+// Add moves the counter; a negative delta models a driver reload.
+func (c *EnergyCounter) Add(delta int64) {
+	c.mu.Lock()
+	c.mj = uint64(max(0, int64(c.mj)+delta))
+	c.mu.Unlock()
+}
+
+// Set puts the counter at mj.
+func (c *EnergyCounter) Set(mj uint64) {
+	c.mu.Lock()
+	c.mj = mj
+	c.mu.Unlock()
+}
+
+// Read returns the counter.
+func (c *EnergyCounter) Read() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mj
+}

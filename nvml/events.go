@@ -1,0 +1,180 @@
+package nvml
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// criticalEvents are the NVML event types counted: Xid errors, and
+// double-bit ECC errors, which the driver reports as Xid 48.
+const criticalEvents = gonvml.EventTypeXidCriticalError | gonvml.EventTypeDoubleBitEccError
+
+// xidDoubleBitECC is the Xid the driver logs for a double-bit ECC error.
+const xidDoubleBitECC = 48
+
+// maxXidCodes bounds the distinct Xid codes kept per device; further codes
+// count under OtherXid, so a broken driver cannot grow the label set.
+const maxXidCodes = 32
+
+// OtherXid is the Xid key of codes past maxXidCodes.
+const OtherXid = ^uint64(0)
+
+// eventWait is how long one EventSetWait blocks: the most shutdown waits
+// for the events goroutine.
+const eventWait = 500 * time.Millisecond
+
+// eventKey is where an event happened: a GPU, or a MIG instance of it.
+type eventKey struct {
+	gpu    string
+	gi, ci uint32 // 0xFFFFFFFF when the event names no instance
+}
+
+// events owns the NVML event set. The polling loop registers devices; one
+// goroutine waits for events and counts them; each poll copies the counts
+// into the snapshot.
+type events struct {
+	set        gonvml.EventSet
+	registered map[string]bool // GPU UUIDs whose events are registered
+	failed     bool            // the event set could not be created
+
+	mu     sync.Mutex
+	counts map[eventKey]map[uint64]uint64
+	last   map[eventKey]time.Time
+}
+
+// registerEvents creates the event set on first use and registers the
+// critical events every whole GPU supports.
+func (s *Sampler) registerEvents() {
+	e := &s.events
+	if e.failed {
+		return
+	}
+	if e.set == nil {
+		set, ret := s.lib.EventSetCreate()
+		if ret != gonvml.SUCCESS {
+			s.countError("event_set")
+			s.log.Warn("NVML event set unavailable: no Xid counts", "err", reason(ret))
+			e.failed = true
+			return
+		}
+		e.set, e.registered = set, map[string]bool{}
+		e.counts, e.last = map[eventKey]map[uint64]uint64{}, map[eventKey]time.Time{}
+	}
+	for _, d := range s.devices {
+		if d.info.IsMIG() || e.registered[d.info.UUID] || d.tel == nil {
+			continue
+		}
+		mask, ret := d.h.GetSupportedEventTypes()
+		if ret == gonvml.SUCCESS {
+			mask &= criticalEvents
+		}
+		if ret != gonvml.SUCCESS || mask == 0 {
+			d.tel.supported &^= FamilyXid
+			e.registered[d.info.UUID] = true // not asked again
+			continue
+		}
+		if ret := d.h.RegisterEvents(mask, e.set); ret != gonvml.SUCCESS {
+			s.countError("event_register")
+			d.tel.supported &^= FamilyXid
+		}
+		e.registered[d.info.UUID] = true
+	}
+}
+
+// waitEvents counts events until ctx ends. It is the only goroutine that
+// waits on the set; the set is freed by Run after it returns.
+func (s *Sampler) waitEvents(ctx context.Context) {
+	e := &s.events
+	for ctx.Err() == nil {
+		data, ret := s.lib.EventSetWait(e.set, uint32(eventWait/time.Millisecond))
+		switch ret {
+		case gonvml.SUCCESS:
+			s.countEvent(data)
+		case gonvml.ERROR_TIMEOUT:
+		case gonvml.ERROR_GPU_IS_LOST:
+			// The poll loop drops the GPU and counts it.
+		default:
+			s.countError("event_wait")
+			select { // do not spin on a broken set
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (s *Sampler) countEvent(data gonvml.EventData) {
+	if data.Device == nil {
+		return
+	}
+	uuid, ret := data.Device.GetUUID()
+	if ret != gonvml.SUCCESS {
+		s.countError("event_device")
+		return
+	}
+	xid := data.EventData
+	if data.EventType == gonvml.EventTypeDoubleBitEccError {
+		xid = xidDoubleBitECC
+	}
+	k := eventKey{gpu: uuid, gi: data.GpuInstanceId, ci: data.ComputeInstanceId}
+	e := &s.events
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	byCode := e.counts[k]
+	if byCode == nil {
+		byCode = map[uint64]uint64{}
+		e.counts[k] = byCode
+	}
+	if _, known := byCode[xid]; !known && len(byCode) >= maxXidCodes {
+		xid = OtherXid
+	}
+	byCode[xid]++
+	e.last[k] = s.cfg.Now()
+}
+
+// xidOf copies the Xid counts and last event time of a device: a whole
+// GPU's own events, or a MIG instance's, matched on its GPU and compute
+// instance IDs.
+func (s *Sampler) xidOf(info *DeviceInfo) (map[uint64]uint64, time.Time) {
+	e := &s.events
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out map[uint64]uint64
+	var last time.Time
+	for k, byCode := range e.counts {
+		if !eventMatches(k, info) {
+			continue
+		}
+		if out == nil {
+			out = make(map[uint64]uint64, len(byCode))
+		}
+		for code, n := range byCode {
+			out[code] += n
+		}
+		if t := e.last[k]; t.After(last) {
+			last = t
+		}
+	}
+	return out, last
+}
+
+const noInstance = ^uint32(0)
+
+func eventMatches(k eventKey, info *DeviceInfo) bool {
+	if !info.IsMIG() {
+		return k.gpu == info.UUID && (!info.MIGEnabled || k.gi == noInstance)
+	}
+	return k.gpu == info.ParentUUID && k.gi != noInstance && int(k.gi) == info.GPUInstance &&
+		(k.ci == noInstance || int(k.ci) == info.ComputeInstance)
+}
+
+// freeEvents releases the event set once waitEvents has returned.
+func (s *Sampler) freeEvents() {
+	if s.events.set != nil {
+		s.lib.EventSetFree(s.events.set)
+		s.events.set = nil
+	}
+}
