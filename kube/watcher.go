@@ -42,7 +42,7 @@ type Config struct {
 	// and count the devices DRADrivers publish.
 	DRA bool
 	// DRADrivers are the DRA drivers whose devices are GPUs; nil means
-	// DefaultDRADrivers.
+	// resource.DefaultDRADrivers().
 	DRADrivers []string
 }
 
@@ -150,7 +150,7 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	}
 	cfg.Matcher = defaultMatcher(cfg.Matcher)
 	if cfg.DRADrivers == nil {
-		cfg.DRADrivers = DefaultDRADrivers
+		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
 	w := &Watcher{cfg: cfg, logger: logger.With("source", "kubernetes")}
 

@@ -92,7 +92,7 @@ func parseFlags(args []string) (*options, *kingpin.Application, error) {
 	app.Flag("nvml.per-process", "Collect per-process GPU data to give each container sharing a GPU (time-slicing, MPS) its own numbers; needs the host's /proc (--path.procfs) and the Kubernetes API.").Default("true").BoolVar(&o.perProcess)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
 	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs get, list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
-	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(podresources.DefaultDRADrivers...).StringsVar(&o.draDrivers)
+	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(resource.DefaultDRADrivers()...).StringsVar(&o.draDrivers)
 	app.Flag("simulate", "Serve a built-in simulated node (8 GPUs, several pods) instead of real hardware.").BoolVar(&o.simulate)
 	app.Flag("simulate.scenario", "Serve a simulated node described by this YAML file (see docs/simulation.md); implies --simulate.").PlaceHolder("FILE").StringVar(&o.scenario)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
