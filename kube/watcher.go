@@ -152,7 +152,7 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	if cfg.DRADrivers == nil {
 		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
-	w := &Watcher{cfg: cfg, logger: logger.With("source", "kubernetes")}
+	w := &Watcher{cfg: cfg, logger: logger.With("component", "kubernetes")}
 
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
