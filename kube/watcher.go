@@ -133,6 +133,7 @@ type Watcher struct {
 
 	listErrors, watchErrors atomic.Uint64
 	startOnce               sync.Once
+	running                 sync.WaitGroup // the informers' goroutines
 }
 
 // sourceHealth tracks whether one informer's watch is established with no
@@ -279,19 +280,24 @@ func (w *Watcher) markUnhealthy(h *sourceHealth, kind string, err error) {
 	}
 }
 
-// Start runs both informers until ctx is cancelled. client-go's own logs
-// are routed to the Watcher's logger. Calling Start more than once has no
-// further effect.
+// Start runs the informers until ctx is cancelled; Wait then waits for them
+// to return. client-go's own logs are routed to the Watcher's logger.
+// Calling Start more than once has no further effect.
 func (w *Watcher) Start(ctx context.Context) {
 	w.startOnce.Do(func() {
 		ctx = klog.NewContext(ctx, logr.FromSlogHandler(w.logger.Handler()))
-		go w.podInformer.RunWithContext(ctx)
-		go w.nodeInformer.RunWithContext(ctx)
+		w.running.Go(func() { w.podInformer.RunWithContext(ctx) })
+		w.running.Go(func() { w.nodeInformer.RunWithContext(ctx) })
 		if w.sliceInformer != nil {
-			go w.sliceInformer.RunWithContext(ctx)
+			w.running.Go(func() { w.sliceInformer.RunWithContext(ctx) })
 		}
 	})
 }
+
+// Wait blocks until the informers Start started have returned, which they
+// do once Start's ctx is cancelled: a shutdown that calls it leaves no
+// watch or goroutine behind. Without Start it returns at once.
+func (w *Watcher) Wait() { w.running.Wait() }
 
 // WaitForSync blocks until the informers have completed their first list
 // or ctx ends, and reports whether they synced.
