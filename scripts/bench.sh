@@ -19,7 +19,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+CGO_CFLAGS=${CGO_CFLAGS:-$(scripts/build-flags.sh cgo-cflags)}
+export CGO_CFLAGS
 export CGO_ENABLED=1
 
 soak=${BENCH_SOAK_SECONDS:-300}
@@ -56,7 +57,7 @@ done
 # --- 2. the binary on a simulated node -------------------------------------
 
 log "building the binary"
-go build -o "$out/kube-gpu-exporter" ./cmd/exporter
+go build -o "$out/kube-gpu-exporter-sim" ./cmd/kube-gpu-exporter-sim
 
 # The simulated node: 8 whole GPUs held by 8 single-container pods, and 102
 # pods without GPUs (one or two containers), 110 in all: the kubelet's
@@ -111,7 +112,7 @@ hz=$(getconf CLK_TCK)
 
 log "starting the binary on $scenario (port $port)"
 start=$(now_ns)
-"$out/kube-gpu-exporter" --simulate.scenario="$scenario" --web.listen-address="127.0.0.1:$port" --log.level=warn >"$out/exporter.log" 2>&1 &
+"$out/kube-gpu-exporter-sim" --simulate.scenario="$scenario" --web.listen-address="127.0.0.1:$port" --log.level=warn >"$out/exporter.log" 2>&1 &
 pid=$!
 startup_ms=
 deadline=$((start + 30000000000))

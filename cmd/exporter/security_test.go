@@ -42,7 +42,7 @@ import (
 // (TLS, authentication) instead of a plain GET.
 func launch(t *testing.T, ready func(addr string) error, args ...string) *tooltest.Exporter {
 	t.Helper()
-	return tooltest.StartExporter(t, tooltest.ExporterBinary(t), ready, args...)
+	return tooltest.StartExporter(t, binaryFor(t, args), ready, args...)
 }
 
 func plainReady(addr string) error {
