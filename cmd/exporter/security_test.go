@@ -454,7 +454,8 @@ var stormFamilies = []string{
 
 // stableSeries parses a scrape and returns the series that must not differ
 // between concurrent scrapes of an unchanging node (everything but duty
-// cycles, durations and the process's own numbers), one line each.
+// cycles, durations and the process's own numbers, scrapes included), one
+// line each.
 func stableSeries(body string) ([]string, map[string]bool, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
@@ -465,7 +466,7 @@ func stableSeries(body string) ([]string, map[string]bool, error) {
 	var out []string
 	for name, mf := range mfs {
 		names[name] = true
-		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") {
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "promhttp_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") {
 			continue
 		}
 		for _, m := range mf.GetMetric() {

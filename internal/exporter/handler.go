@@ -37,10 +37,14 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	metrics := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
+	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
 	if o.maxRequests > 0 {
-		metrics.inflight = make(chan struct{}, o.maxRequests)
+		scrapes.inflight = make(chan struct{}, o.maxRequests)
 	}
+	// promhttp_metric_handler_requests_total and _in_flight, as
+	// node_exporter serves them: scrapes refused by --web.max-requests are
+	// counted under code 503.
+	metrics := promhttp.InstrumentMetricHandler(wrap, scrapes)
 
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        Name,
