@@ -653,7 +653,12 @@ func TestMaxRequestsCap(t *testing.T) {
 		t.Fatalf("%d admitted and %d refused, want %d and %d", ok, busy, limit, n-limit)
 	}
 	k.hold.Store(false)
-	if body := scrape(t, e.Addr); !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
+	body := scrape(t, e.Addr)
+	if !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
 		t.Fatalf("after the storm the kubelet is not up:\n%s", body)
+	}
+	// The refused scrapes are counted, as node_exporter counts them.
+	if want := fmt.Sprintf(`promhttp_metric_handler_requests_total{code="503"} %d`, n-limit); !strings.Contains(body, want) {
+		t.Errorf("want %s in:\n%s", want, body)
 	}
 }
