@@ -104,7 +104,7 @@ func (b *build) binary(t testing.TB) string {
 			return
 		}
 		b.path = filepath.Join(b.dir, b.file)
-		if b.err = GoBuild(b.path, b.pkg); b.err != nil {
+		if b.err = goBuild(b.path, b.pkg); b.err != nil {
 			b.err = fmt.Errorf("build %s: %w", b.pkg, b.err)
 		}
 	})
@@ -114,9 +114,9 @@ func (b *build) binary(t testing.TB) string {
 	return b.path
 }
 
-// GoBuild builds pkg of this checkout into out with the cgo and version
+// goBuild builds pkg of this checkout into out with the cgo and version
 // flags of scripts/build-flags.sh, the ones `make build` uses.
-func GoBuild(out, pkg string) error {
+func goBuild(out, pkg string) error {
 	flags := exec.Command("scripts/build-flags.sh", "ldflags")
 	flags.Dir = RepoRoot()
 	ldflags, err := flags.Output()
