@@ -72,7 +72,7 @@ func TestDryRunHarness(t *testing.T) {
 
 	h := &harness{
 		mode:         "DRY RUN (simulated node, stand-in nvidia-smi and load: validates the harness, not a GPU)",
-		exporter:     exporterBinary(t),
+		exporter:     simBinary(t),
 		extraArgs:    []string{"--simulate.scenario=" + scenario},
 		window:       2 * time.Second,
 		poll:         250 * time.Millisecond,
