@@ -10,13 +10,14 @@ TOOLS     := $(CURDIR)/.tools/bin
 LDFLAGS   := $(shell scripts/build-flags.sh ldflags)
 HELM_VERSION      := v3.22.0
 KUSTOMIZE_VERSION := v5.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
 FUZZTIME  ?= 10s
 
 export CGO_ENABLED := 1
 export CGO_CFLAGS  := $(shell scripts/build-flags.sh cgo-cflags)
 export PATH        := $(TOOLS):$(PATH)
 
-.PHONY: all build run test test-unit test-gpu deps lint fuzz bench bench-once soak dashboards clean
+.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once soak dashboards clean
 
 all: lint test build
 
@@ -45,15 +46,26 @@ deps:
 	@test -x $(TOOLS)/helm || { echo "building helm $(HELM_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@test -x $(TOOLS)/kustomize || { echo "building kustomize $(KUSTOMIZE_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
 
+# golangci-lint, built from the Go module proxy into .tools/bin.
+lint-deps:
+	@$(TOOLS)/golangci-lint version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || { echo "building golangci-lint $(GOLANGCI_LINT_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
+
 test: deps lint
 	$(GO) test -count=1 ./...
+	$(MAKE) test-race
+
+# The packages with goroutines of their own, under the race detector.
+test-race:
+	$(GO) test -race -count=1 ./collector/... ./nvml/... ./podresources/... ./kube/... ./cgroup/... ./internal/exporter/... ./cmd/...
 
 test-unit:
 	$(GO) test -short ./...
 
-lint:
+lint: lint-deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(TOOLS)/golangci-lint run ./...
 
 # Each fuzz target for a short fixed time; the seed corpora run in `make test`.
 fuzz:

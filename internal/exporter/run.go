@@ -128,7 +128,7 @@ func (o *Options) with(src Sources, logger *slog.Logger) (*Options, error) {
 	c := *o
 	c.draDrivers = slices.Clone(o.draDrivers)
 	for _, d := range src.DRADrivers {
-		if !(c.draEnabled && slices.Contains(c.draDrivers, d)) {
+		if !c.draEnabled || !slices.Contains(c.draDrivers, d) {
 			c.draEnabled = true
 			if !slices.Contains(c.draDrivers, d) {
 				c.draDrivers = append(c.draDrivers, d)

@@ -110,7 +110,10 @@ func run(o options) error {
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "exporter stopped: %v\n", err)
+			}
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
@@ -157,7 +160,7 @@ loop:
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exporter exited during the soak: %v; log in %s", err, logf.Name())
+			return fmt.Errorf("exporter exited during the soak: %w; log in %s", err, logf.Name())
 		case <-deadline:
 			break loop
 		case now := <-churnT.C:
@@ -265,7 +268,7 @@ func waitUp(client *http.Client, url string, exited <-chan error) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exporter exited at start: %v", err)
+			return fmt.Errorf("exporter exited at start: %w", err)
 		default:
 		}
 		if _, err := get(client, url); err == nil {

@@ -433,7 +433,7 @@ func runSMI(cmd *exec.Cmd) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%s: %v: %s%s", strings.Join(cmd.Args, " "), err, out, stderr.Bytes())
+		return "", fmt.Errorf("%s: %w: %s%s", strings.Join(cmd.Args, " "), err, out, stderr.Bytes())
 	}
 	return string(out), nil
 }
