@@ -30,6 +30,9 @@ func attribute(v *View, in Inputs) {
 		canSplit := global == "" && d.ProcessesOK
 		if len(idx) > 0 {
 			a := Attribution{Device: d, Mode: "exclusive"}
+			if len(idx) == 1 {
+				v.Usage[idx[0]].Share, v.Usage[idx[0]].HasShare = 1, true
+			}
 			if len(idx) > 1 {
 				a.Mode = "per_process"
 				switch {
@@ -97,7 +100,9 @@ func holderOf(v *View, idx []int, res OwnerResult, lookup PodLookup) (holder int
 func split(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, lookup PodLookup) string {
 	duty := make(map[int]float64, len(idx))
 	mem := make(map[int]uint64, len(idx))
+	var total float64 // every process's SM time, holders' or not
 	for _, p := range d.Processes {
+		total += p.SMUtil
 		res, seen := owners[p.PID]
 		if !seen {
 			return "pid_unresolved"
@@ -116,6 +121,9 @@ func split(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, l
 		u := &v.Usage[i]
 		u.DutyCycle, u.HasDutyCycle = min(duty[i], 100), true
 		u.MemoryUsed, u.HasMemory = mem[i], true
+		if total > 0 {
+			u.Share, u.HasShare = duty[i]/total, true
+		}
 	}
 	return ""
 }

@@ -72,6 +72,8 @@ type Config struct {
 	// Telemetry, Health and Events switch the device telemetry, health
 	// and Xid families on (--collector.telemetry, .health, .events).
 	Telemetry, Health, Events bool
+	// Profiling switches the GPM families on (--collector.profiling).
+	Profiling bool
 	// XidRetention is how long a container's Xid series outlive it;
 	// 0 means 1h.
 	XidRetention time.Duration
@@ -129,8 +131,15 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 	if cfg.Events {
 		devFams = append(devFams, eventFamilies...)
 	}
-	if cfg.Telemetry || cfg.Health || cfg.Events {
+	if cfg.Profiling {
+		devFams = append(devFams, profilingFamilies...)
+	}
+	if cfg.Telemetry || cfg.Health || cfg.Events || cfg.Profiling {
 		devFams = append(devFams, supportFamilies...)
+	}
+	useFams := usageFamilies
+	if cfg.Profiling {
+		useFams = append(slices.Clone(usageFamilies), containerProfilingFamilies...)
 	}
 	c := &Collector{
 		cfg: cfg, nvml: nv, kubelet: kubelet, specs: specs,
@@ -139,7 +148,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		ctrHealth: newLevel(usageLabels, func(b []string, h *ContainerHealth) []string { return usageValues(node)(b, h.Usage) }, containerHealthFamilies),
 		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
 		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
-		usage:     newLevel(usageLabels, usageValues(node), usageFamilies),
+		usage:     newLevel(usageLabels, usageValues(node), useFams),
 		attr:      newLevel(deviceLabels, func(b []string, a *Attribution) []string { return deviceValues(node)(b, a.Device) }, attributionFamilies),
 		unattr:    newLevel(deviceLabels, func(b []string, u *Unattributed) []string { return deviceValues(node)(b, u.Device) }, unattributedFamilies),
 		requests:  newLevel(resourceLabels, requestValues(node), requestFamilies),

@@ -39,6 +39,11 @@ type Usage struct {
 	HasDutyCycle              bool
 	MemoryUsed                uint64
 	HasMemory                 bool
+	// Share is the container's part of the device's per-process SM time
+	// (1 when it holds the device alone): device-wide GPM values are
+	// scaled by it, so sharers add up to the device and none gets a copy.
+	Share    float64
+	HasShare bool
 }
 
 // Attribution says how the container numbers of one device were obtained.

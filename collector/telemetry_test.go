@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
 
 func TestHealthOf(t *testing.T) {
@@ -218,4 +220,63 @@ func sampleOf(t *testing.T, c prometheus.Collector, name string, want map[string
 		}
 	}
 	return 0, false
+}
+
+// Two containers time-slicing a Hopper GPU: their SM activity, occupancy,
+// tensor and DRAM values add up to the device's, and an unattributed
+// process keeps its part; an exclusive GPU's holder gets the device's.
+func TestProfilingSharedAddsUpToDevice(t *testing.T) {
+	v := func(f float64) nvml.Value { return nvml.Value{V: f, OK: true} }
+	shared := gpu(1, uuid1)
+	shared.ProcessesOK = true
+	shared.Processes = []nvml.Process{
+		{PID: 10, SMUtil: 60, HasUtil: true}, {PID: 20, SMUtil: 20, HasUtil: true}, {PID: 30, SMUtil: 20, HasUtil: true},
+	}
+	shared.Profiling = []nvml.Value{v(0.5), v(0.4), v(0.3), v(0.2)}
+	kubelet := &podresources.Snapshot{Containers: []podresources.ContainerDevices{
+		{Namespace: "b", Pod: "a", Container: "w", Resource: "nvidia.com/gpu.shared", DeviceIDs: []string{uuid1 + "::0"}},
+		{Namespace: "b", Pod: "b", Container: "w", Resource: "nvidia.com/gpu.shared", DeviceIDs: []string{uuid1 + "::1"}},
+	}}
+	look := lookupOf([3]string{"b", "a", "w"}, [3]string{"b", "b", "w"}, [3]string{"x", "rogue", "main"})
+	view := Join(Inputs{
+		Devices: []nvml.Reading{shared}, NVMLUp: true, Kubelet: kubelet, Specs: &Specs{Lookup: look},
+		Matcher: resource.MustMatcher(resource.DefaultAll...),
+		Owners:  map[uint32]OwnerResult{10: owner("b", "a", "w"), 20: owner("b", "b", "w"), 30: owner("x", "rogue", "main")},
+	})
+	for i, metric := range []string{"sm_active", "sm_occupancy", "tensor_active", "dram_active"} {
+		f := containerProfilingFamilies[i]
+		var sum float64
+		for j := range view.Usage {
+			got, ok := f.Value(&view.Usage[j])
+			if !ok {
+				t.Fatalf("%s: no value for %s", metric, view.Usage[j].Pod)
+			}
+			sum += got
+		}
+		device := shared.Profiling[i].V
+		// The rogue process's 20 % of SM time stays unattributed.
+		if want := device * 0.8; math.Abs(sum-want) > 1e-9 {
+			t.Errorf("%s: sharers add up to %v, want %v (device %v less the unattributed part)", metric, sum, want, device)
+		}
+	}
+	if got, _ := containerProfilingFamilies[0].Value(&view.Usage[0]); math.Abs(got-0.3) > 1e-9 {
+		t.Errorf("pod a sm_active = %v, want 0.5 * 60/100", got)
+	}
+
+	// Without per-process data the sharers get no value rather than a copy.
+	shared.ProcessesOK = false
+	view = Join(Inputs{Devices: []nvml.Reading{shared}, NVMLUp: true, Kubelet: kubelet, Specs: &Specs{Lookup: look},
+		Matcher: resource.MustMatcher(resource.DefaultAll...)})
+	for j := range view.Usage {
+		if got, ok := containerProfilingFamilies[0].Value(&view.Usage[j]); ok {
+			t.Errorf("%s got %v without per-process data", view.Usage[j].Pod, got)
+		}
+	}
+
+	// An exclusive holder gets the device's values.
+	kubelet.Containers = kubelet.Containers[:1]
+	view = Join(Inputs{Devices: []nvml.Reading{shared}, NVMLUp: true, Kubelet: kubelet, Matcher: resource.MustMatcher(resource.DefaultAll...)})
+	if got, ok := containerProfilingFamilies[3].Value(&view.Usage[0]); !ok || got != 0.2 {
+		t.Errorf("exclusive dram_active = %v (%v), want the device's 0.2", got, ok)
+	}
 }

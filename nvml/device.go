@@ -69,6 +69,9 @@ type Reading struct {
 	// Supported has a Family bit for every reading group the device
 	// answers (not NOT_SUPPORTED); 0 on MIG instances, which have none.
 	Supported uint32
+	// Profiling holds the GPM metrics of ProfilingMetrics, by index, on
+	// Hopper and newer with the profiling switch on; nil elsewhere.
+	Profiling []Value
 }
 
 // Process is one compute process on a device.

@@ -58,7 +58,9 @@ func (s *Sampler) discover() {
 				t.gpm = prev.gpm // keep the previous sample: no gap in the duty cycle
 			case gpm == nil && prev.gpm != nil:
 				s.freeGPM(prev)
-				t.noUtil = true
+				if !prev.gpm.whole {
+					t.noUtil = true
+				}
 			}
 			delete(old, t.info.UUID)
 		}
@@ -94,6 +96,11 @@ func (s *Sampler) discover() {
 				keep(mig)
 			}
 			continue
+		}
+		if s.cfg.Profiling && s.gpmSupported(h) {
+			// Whole GPUs keep their duty cycle from utilization samples;
+			// GPM adds the profiling metrics.
+			gpu.gpm = &gpmState{whole: true, prof: newProfState()}
 		}
 		keep(gpu)
 	}
@@ -153,6 +160,9 @@ func (s *Sampler) discoverMIG(parent *tracked, gpm bool) []*tracked {
 		t := &tracked{info: info, h: h, noUtil: true, memV1: true, parent: parent.h}
 		if gpm && info.GPUInstance >= 0 {
 			t.noUtil, t.gpm = false, &gpmState{}
+			if s.cfg.Profiling {
+				t.gpm.prof = newProfState()
+			}
 		}
 		out = append(out, t)
 	}

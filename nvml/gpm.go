@@ -17,6 +17,12 @@ const gpmMetric = gonvml.GPM_METRIC_GRAPHICS_UTIL
 type gpmState struct {
 	prev, cur gonvml.GpmSample
 	havePrev  bool
+	// whole marks a whole GPU's state (samples from GpmSampleGet), whose
+	// duty cycle still comes from utilization samples; prof holds the
+	// profiling windows when the profiling switch is on.
+	whole bool
+	prof  *profState
+	req   *gonvml.GpmMetricsGetType // reused: it is large
 }
 
 // gpmSupported reports whether GPM can measure the MIG instances of a
@@ -43,40 +49,56 @@ func (s *Sampler) pollGPM(d *tracked, nowUS, cutoff uint64) gonvml.Return {
 			return gonvml.SUCCESS
 		}
 	}
-	ret := s.lib.GpmMigSampleGet(d.parent, d.info.GPUInstance, g.cur)
+	var ret gonvml.Return
+	if g.whole {
+		ret = s.lib.GpmSampleGet(d.h, g.cur)
+	} else {
+		ret = s.lib.GpmMigSampleGet(d.parent, d.info.GPUInstance, g.cur)
+	}
 	switch ret {
 	case gonvml.SUCCESS:
 	case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_FUNCTION_NOT_FOUND:
-		s.log.Info("GPM not supported for this MIG instance; it has no duty cycle", "gpu_id", d.info.UUID)
+		s.log.Info("GPM not supported for this device; it has no GPM readings", "gpu_id", d.info.UUID)
 		s.stopGPM(d)
 		return gonvml.SUCCESS
 	case gonvml.ERROR_GPU_IS_LOST:
 		return ret
 	default:
-		// The instance may have been destroyed: look at the layout again.
+		// A MIG instance may have been destroyed: look at the layout again.
 		s.countError(reason(ret))
 		s.rediscover = true
 		return ret
 	}
 	if g.havePrev {
-		m := &gonvml.GpmMetricsGetType{NumMetrics: 1, Sample1: g.prev, Sample2: g.cur}
-		m.Metrics[0].MetricId = uint32(gpmMetric)
-		ret := s.lib.GpmMetricsGet(m)
-		if ret == gonvml.SUCCESS && gonvml.Return(m.Metrics[0].NvmlReturn) != gonvml.SUCCESS {
-			ret = gonvml.Return(m.Metrics[0].NvmlReturn)
-		}
-		switch v := m.Metrics[0].Value; {
-		case ret != gonvml.SUCCESS:
-			s.countError(reason(ret))
-		case !(v >= 0 && v <= 100):
-			s.countError("value_out_of_range")
-		default:
-			d.win.add(nowUS, v, cutoff)
+		first, slots := g.gpmRequest(!g.whole)
+		if g.req.NumMetrics > 0 {
+			ret := s.lib.GpmMetricsGet(g.req)
+			if ret != gonvml.SUCCESS {
+				s.countError(reason(ret))
+			} else {
+				if !g.whole {
+					s.takeDuty(d, nowUS, cutoff)
+				}
+				s.takeProfiling(g, first, slots, nowUS, cutoff)
+			}
 		}
 	}
 	g.prev, g.cur = g.cur, g.prev
 	g.havePrev = true
 	return gonvml.SUCCESS
+}
+
+// takeDuty adds a MIG instance's busy percentage to its duty-cycle window.
+func (s *Sampler) takeDuty(d *tracked, nowUS, cutoff uint64) {
+	m := d.gpm.req.Metrics[0]
+	switch ret := gonvml.Return(m.NvmlReturn); {
+	case ret != gonvml.SUCCESS:
+		s.countError(reason(ret))
+	case !(m.Value >= 0 && m.Value <= 100):
+		s.countError("value_out_of_range")
+	default:
+		d.win.add(nowUS, m.Value, cutoff)
+	}
 }
 
 // allocGPM allocates the instance's two sample buffers; on failure the
@@ -101,11 +123,15 @@ func (s *Sampler) allocGPM(d *tracked) bool {
 	return true
 }
 
-// stopGPM frees an instance's GPM buffers and leaves it without a duty cycle.
+// stopGPM frees a device's GPM buffers; a MIG instance is then left
+// without a duty cycle.
 func (s *Sampler) stopGPM(d *tracked) {
+	whole := d.gpm != nil && d.gpm.whole
 	s.freeGPM(d)
 	d.gpm = nil
-	d.noUtil = true
+	if !whole {
+		d.noUtil = true
+	}
 }
 
 // freeGPM returns an instance's GPM buffers to NVML; they are C memory the

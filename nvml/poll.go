@@ -7,7 +7,7 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 	r := Reading{DeviceInfo: d.info}
 	if !d.noUtil {
 		poll := s.pollUtilization
-		if d.gpm != nil {
+		if d.gpm != nil && !d.gpm.whole {
 			poll = s.pollGPM
 		}
 		if ret := poll(d, nowUS, cutoff); ret == gonvml.ERROR_GPU_IS_LOST {
@@ -21,6 +21,12 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 			return s.lose(d)
 		}
 	}
+	if d.gpm != nil && d.gpm.whole {
+		if ret := s.pollGPM(d, nowUS, cutoff); ret == gonvml.ERROR_GPU_IS_LOST {
+			return s.lose(d)
+		}
+	}
+	r.Profiling = profilingOf(d.gpm, cutoff)
 	if d.tel != nil {
 		if lost := s.pollWhole(d, &r, nowUS, cutoff); lost {
 			return s.lose(d)
@@ -136,6 +142,9 @@ func (s *Sampler) pollWhole(d *tracked, r *Reading, nowUS, cutoff uint64) (lost 
 		r.Xid, r.LastXid = s.xidOf(&d.info)
 	}
 	r.Supported = d.tel.supported & s.wanted()
+	if d.gpm != nil && d.gpm.prof != nil {
+		r.Supported |= FamilyGPM
+	}
 	if !s.cfg.Events || s.events.set == nil {
 		r.Supported &^= FamilyXid
 	}

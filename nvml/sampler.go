@@ -39,6 +39,9 @@ type Config struct {
 	// bandwidth; ECC, retired pages, remapped rows, recovery action; Xid
 	// events in their own goroutine.
 	Telemetry, Health, Events bool
+	// Profiling reads GPM metrics (SM activity, occupancy, tensor, DRAM,
+	// FP16/32/64, PCIe, NVLink) on Hopper and newer.
+	Profiling bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -97,14 +97,15 @@ const (
 	FamilyRemappedRows
 	FamilyRecoveryAction
 	FamilyXid
-	familyAll = FamilyXid<<1 - 1
+	FamilyGPM
+	familyAll = FamilyGPM<<1 - 1
 )
 
 // FamilyNames are the family label values of the support info, by bit.
 var FamilyNames = []string{
 	"power", "power_limit", "energy", "temperature", "memory_temperature", "clocks",
 	"clock_events", "clock_event_time", "memory_bandwidth", "encoder", "decoder",
-	"pcie_replay", "ecc", "retired_pages", "remapped_rows", "recovery_action", "xid_events",
+	"pcie_replay", "ecc", "retired_pages", "remapped_rows", "recovery_action", "xid_events", "gpm",
 }
 
 // telemetryState is the loop-owned state of one GPU's telemetry.

@@ -180,6 +180,8 @@ type gpmSample struct {
 // instance's mean utilization over the simulated driver's one-second
 // samples between them.
 func (n *Node) serveGPM(srv *dgxa100.Server) {
+	// Whole-GPU GPM samples: not simulated until scenarios carry profiles.
+	srv.GpmSampleGetFunc = func(gonvml.Device, gonvml.GpmSample) gonvml.Return { return gonvml.ERROR_NOT_SUPPORTED }
 	var mu sync.Mutex
 	samples := map[gonvml.GpmSample]*gpmSample{}
 	gpuIndex := func(d gonvml.Device) int {

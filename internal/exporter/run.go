@@ -66,7 +66,7 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	nvcfg := nvml.Config{
 		Window: o.window, Interval: o.pollInterval, RetryInterval: o.retryInterval, Logger: logger,
 		Processes: o.perProcess,
-		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents,
+		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents, Profiling: o.collectProfiling,
 	}
 	var owners collector.OwnerSource
 	if o.perProcess {
@@ -104,7 +104,7 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 		NodeName: o.nodeName, Matcher: matcher, Logger: logger,
 		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
 		PerProcess:     o.perProcess, Owners: owners,
-		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents,
+		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents, Profiling: o.collectProfiling,
 	}, sampler, kubelet, specs)
 
 	handler, err := NewHandler(o, coll, logger)
