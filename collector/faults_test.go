@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,28 +20,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 )
-
-// faultClock is a settable clock shared by the sampler and the collector.
-type faultClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *faultClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *faultClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func faultGPU(i int) string { return fmt.Sprintf("GPU-00000000-0000-4000-8000-0000000002%02d", i) }
 
 // faultGPUs is go-nvml's DGX A100 mock cut to n GPUs, each 20 % busy with
 // i+1 GiB in use, sampling on clk.
-func faultGPUs(n int, clk *faultClock) *server.Server {
+func faultGPUs(n int, clk *testkit.Clock) *server.Server {
 	srv := dgxa100.New()
 	srv.Devices = srv.Devices[:n]
 	for i, d := range srv.Devices {
@@ -62,25 +50,6 @@ func faultGPUs(n int, clk *faultClock) *server.Server {
 	return srv
 }
 
-// faultKubelet is a pod-resources Source the test can change.
-type faultKubelet struct {
-	mu    sync.Mutex
-	list  *podresourcesv1.ListPodResourcesResponse
-	alloc *podresourcesv1.AllocatableResourcesResponse
-}
-
-func (k *faultKubelet) List(context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.list, nil
-}
-
-func (k *faultKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.alloc, nil
-}
-
 func faultPod(ns, name string, ids ...string) *podresourcesv1.PodResources {
 	return &podresourcesv1.PodResources{Namespace: ns, Name: name, Containers: []*podresourcesv1.ContainerResources{{
 		Name: "main", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: ids}},
@@ -88,14 +57,9 @@ func faultPod(ns, name string, ids ...string) *podresourcesv1.PodResources {
 }
 
 // faultKubeletClient serves src on a fresh socket and returns a real Client on it.
-func faultKubeletClient(t *testing.T, src podresources.Source) (*podresources.Client, string) {
+func faultKubeletClient(t *testing.T, src fakekubelet.Source) (*podresources.Client, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	srv := podresources.NewServer(src)
-	if err := srv.Listen(sock); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	_, sock := testkit.ServeKubelet(t, src)
 	c, err := podresources.New(podresources.Config{Socket: sock, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -148,15 +112,15 @@ func faultCount(s map[string]float64, name string) int {
 // up{source="kubelet"} 0, and container metrics come back on their own
 // within seconds of the kubelet returning on the same socket.
 func TestKubeletDownNodeMetricsFlow(t *testing.T) {
-	clk := &faultClock{t: time.Now()}
+	clk := testkit.NewClock(time.Now())
 	sampler := nvml.NewSampler(faultGPUs(4, clk), nvml.Config{Window: time.Minute, Now: clk.Now})
 	sampler.Poll()
-	src := &faultKubelet{
-		list:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "a", faultGPU(0)), faultPod("ml", "b", faultGPU(1), faultGPU(2))}},
-		alloc: &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{faultGPU(0), faultGPU(1), faultGPU(2), faultGPU(3)}}}},
+	src := &testkit.Kubelet{
+		ListReply:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "a", faultGPU(0)), faultPod("ml", "b", faultGPU(1), faultGPU(2))}},
+		AllocReply: &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{faultGPU(0), faultGPU(1), faultGPU(2), faultGPU(3)}}}},
 	}
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	srv := podresources.NewServer(src)
+	srv := fakekubelet.NewServer(src)
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +161,7 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 		sampler.Poll()
 	}
 
-	back := podresources.NewServer(src)
+	back := fakekubelet.NewServer(src)
 	if err := back.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -221,17 +185,17 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 // kube_gpu_exporter_unmatched_devices, each once however many containers
 // hold it; the containers with known devices are unaffected.
 func TestUnknownDeviceIDsCounted(t *testing.T) {
-	clk := &faultClock{t: time.Now()}
+	clk := testkit.NewClock(time.Now())
 	sampler := nvml.NewSampler(faultGPUs(2, clk), nvml.Config{Window: time.Minute, Now: clk.Now})
 	sampler.Poll()
 	const vanished = "GPU-deadbeef-0000-4000-8000-000000000000"
-	src := &faultKubelet{list: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+	src := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
 		faultPod("ml", "ok", faultGPU(0)),
 		faultPod("ml", "mixed", faultGPU(1), vanished),
 		faultPod("ml", "also-vanished", vanished+"::3", vanished),
 		faultPod("ml", "junk", "not-a-device", "nvidia99"),
 		faultPod("", "nameless", "GPU-11111111-0000-4000-8000-000000000000"), // dropped before the join, not unmatched
-	}}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	}}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	client, _ := faultKubeletClient(t, src)
 	c := New(Config{NodeName: "n"}, sampler, client, nil)
 	s := faultSeries(t, c)
@@ -253,9 +217,9 @@ func TestUnknownDeviceIDsCounted(t *testing.T) {
 	}
 
 	// The kubelet drops the unknown IDs: the gauge follows.
-	src.mu.Lock()
-	src.list = &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "ok", faultGPU(0))}}
-	src.mu.Unlock()
+	src.Set(func(k *testkit.Kubelet) {
+		k.ListReply = &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "ok", faultGPU(0))}}
+	})
 	if got := faultSeries(t, c)["kube_gpu_exporter_unmatched_devices{}"]; got != 0 {
 		t.Fatalf("unmatched devices = %v after the kubelet dropped them, want 0", got)
 	}
@@ -267,7 +231,7 @@ func TestUnknownDeviceIDsCounted(t *testing.T) {
 // NVMLStaleAfter, up{source="nvml"} is 0 and the device series are withheld
 // rather than frozen; when the call returns, the numbers come back.
 func TestHungNVMLDoesNotHangScrapes(t *testing.T) {
-	clk := &faultClock{t: time.Now()}
+	clk := testkit.NewClock(time.Now())
 	gpus := faultGPUs(3, clk)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var hang atomic.Bool
@@ -297,7 +261,7 @@ func TestHungNVMLDoesNotHangScrapes(t *testing.T) {
 	}()
 
 	const staleAfter = 30 * time.Second
-	src := &faultKubelet{list: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "a", faultGPU(1))}}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	src := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{faultPod("ml", "a", faultGPU(1))}}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	client, _ := faultKubeletClient(t, src)
 	c := New(Config{NodeName: "n", NVMLStaleAfter: staleAfter, Now: clk.Now}, sampler, client, nil)
 	reg := prometheus.NewRegistry()

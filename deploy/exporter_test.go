@@ -23,13 +23,14 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	appsv1 "k8s.io/api/apps/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
+// TestMain fails the run if a simulated node's temporary directory outlives
+// the tests: every exporter they start must be stopped, not killed.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	tooltest.RemoveBuilt()
-	os.Exit(code)
+	os.Exit(testkit.RunLeakChecked(m, tooltest.RemoveBuilt))
 }
 
 // exporterBinary is the production exporter: the one the chart deploys,
@@ -256,46 +257,19 @@ func expandAlertTemplate(t *testing.T, text string, labels map[string]string, va
 }
 
 // startExporter runs the exporter on a free local port until the test ends
-// and returns its base URL once it answers.
+// and returns its base URL once it accepts connections. It is stopped with
+// SIGTERM and waited for, so that the simulated node removes its kubelet
+// socket and procfs directory.
 func startExporter(t *testing.T, bin string, args ...string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(bin, append(args, "--web.listen-address="+addr)...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("exporter output:\n%s", logs.String())
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("exporter %v exited: %v", args, err)
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+	e := tooltest.StartExporter(t, bin, func(addr string) error {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
 			c.Close()
-			return "http://" + addr
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("exporter %v did not listen on %s", args, addr)
-	return ""
+		return err
+	}, args...)
+	return "http://" + e.Addr
 }
 
 func get(t *testing.T, url string, auth *[2]string, wantStatus int) string {

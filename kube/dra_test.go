@@ -11,6 +11,7 @@ import (
 	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
@@ -76,7 +77,7 @@ func TestWatcherResourceSlices(t *testing.T) {
 	if !w.WaitForSync(syncCtx) {
 		t.Fatal("informers did not sync")
 	}
-	eventually(t, 10*time.Second, "watches open", func() bool {
+	testkit.Eventually(t, 10*time.Second, "watches open", func() bool {
 		return api.openedWatches("resourceslices") > 0 && w.Snapshot().Healthy
 	})
 	s := w.Snapshot()
@@ -90,7 +91,7 @@ func TestWatcherResourceSlices(t *testing.T) {
 	if _, err := api.client.ResourceV1().ResourceSlices().Create(ctx, slice("a-more", "gpu.nvidia.com", "node-a", testNode, 1, "gpu-2"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "new slice seen", func() bool {
+	testkit.Eventually(t, 10*time.Second, "new slice seen", func() bool {
 		_, ok := w.Snapshot().DRADeviceUUID("gpu.nvidia.com", "node-a", "gpu-2")
 		return ok
 	})

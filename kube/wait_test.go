@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 )
 
@@ -29,7 +30,7 @@ func informerStacks() []string {
 // every informer goroutine has: shutdown leaves no watch behind.
 func TestWatcherWaitJoinsInformers(t *testing.T) {
 	// Watchers of earlier tests that do not wait may still be stopping.
-	eventually(t, 10*time.Second, "earlier tests' informers gone", func() bool { return len(informerStacks()) == 0 })
+	testkit.Eventually(t, 10*time.Second, "earlier tests' informers gone", func() bool { return len(informerStacks()) == 0 })
 	api := newFakeAPI(gpuNode(testNode), gpuPod("ml", "trainer", "4"))
 	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode, DRA: true}, slog.New(slog.DiscardHandler))
 	w.Wait() // not started: returns at once

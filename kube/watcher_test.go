@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"log/slog"
 	"reflect"
@@ -234,22 +235,10 @@ func startWatcher(t *testing.T, api *fakeAPI) *Watcher {
 	if !w.WaitForSync(syncCtx) {
 		t.Fatal("informers did not sync")
 	}
-	eventually(t, 10*time.Second, "watches open", func() bool {
+	testkit.Eventually(t, 10*time.Second, "watches open", func() bool {
 		return api.openedWatches("pods") > 0 && api.openedWatches("nodes") > 0
 	})
 	return w
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func gpuNode(name string) *corev1.Node {
@@ -294,7 +283,7 @@ func TestWatcherSnapshot(t *testing.T) {
 
 	api := newFakeAPI(gpuNode(testNode), multi, done, gpuPod("ml", "trainer", "4"))
 	w := startWatcher(t, api)
-	eventually(t, 10*time.Second, "healthy", func() bool { return w.Snapshot().Healthy })
+	testkit.Eventually(t, 10*time.Second, "healthy", func() bool { return w.Snapshot().Healthy })
 	s := w.Snapshot()
 	if !s.Synced || s.LastError != nil {
 		t.Fatalf("Synced=%v Healthy=%v LastError=%v", s.Synced, s.Healthy, s.LastError)
@@ -367,7 +356,7 @@ func TestWatcherFollowsPods(t *testing.T) {
 	if _, err := pods.Create(ctx, gpuPod("inference", "llm-0", "1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "llm-0 appears", func() bool { return hasPod(w.Snapshot(), "inference", "llm-0") })
+	testkit.Eventually(t, 10*time.Second, "llm-0 appears", func() bool { return hasPod(w.Snapshot(), "inference", "llm-0") })
 	if c, ok := w.Snapshot().ContainerByID("id-llm-0"); !ok || c.Pod != "llm-0" {
 		t.Errorf("ContainerByID(id-llm-0) = %+v, %v", c, ok)
 	}
@@ -381,7 +370,7 @@ func TestWatcherFollowsPods(t *testing.T) {
 	if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "failed llm-0 drops out", func() bool { return !hasPod(w.Snapshot(), "inference", "llm-0") })
+	testkit.Eventually(t, 10*time.Second, "failed llm-0 drops out", func() bool { return !hasPod(w.Snapshot(), "inference", "llm-0") })
 	if _, ok := w.Snapshot().PodByUID("uid-llm-0"); !ok {
 		t.Error("failed pod no longer known by UID")
 	}
@@ -389,7 +378,7 @@ func TestWatcherFollowsPods(t *testing.T) {
 	if err := pods.Delete(ctx, "llm-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "llm-0 forgotten", func() bool {
+	testkit.Eventually(t, 10*time.Second, "llm-0 forgotten", func() bool {
 		_, ok := w.Snapshot().PodByUID("uid-llm-0")
 		return !ok
 	})
@@ -400,7 +389,7 @@ func TestWatcherFollowsPods(t *testing.T) {
 	if _, err := api.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "allocatable update", func() bool {
+	testkit.Eventually(t, 10*time.Second, "allocatable update", func() bool {
 		a := w.Snapshot().Node.Allocatable
 		return len(a) == 1 && a[0].Value == 6
 	})
@@ -430,14 +419,14 @@ func TestWatcherNodeWithoutGPUsAndMissingNode(t *testing.T) {
 func TestWatcherAPIOutage(t *testing.T) {
 	api := newFakeAPI(gpuNode(testNode), gpuPod("ml", "trainer", "4"))
 	w := startWatcher(t, api)
-	eventually(t, 10*time.Second, "healthy", func() bool { return w.Snapshot().Healthy })
+	testkit.Eventually(t, 10*time.Second, "healthy", func() bool { return w.Snapshot().Healthy })
 	before := w.Snapshot()
 	if len(before.Containers) != 1 || !before.Node.Found {
 		t.Fatalf("unexpected initial snapshot: %+v", before)
 	}
 
 	api.outage()
-	eventually(t, 30*time.Second, "unhealthy during outage", func() bool { return !w.Snapshot().Healthy })
+	testkit.Eventually(t, 30*time.Second, "unhealthy during outage", func() bool { return !w.Snapshot().Healthy })
 	during := w.Snapshot()
 	if !reflect.DeepEqual(during.Containers, before.Containers) || !reflect.DeepEqual(during.Node, before.Node) {
 		t.Errorf("last known state not served during outage:\n%+v\nwant\n%+v", during, before)
@@ -456,14 +445,14 @@ func TestWatcherAPIOutage(t *testing.T) {
 	api.recover()
 	// The reflector backs off between retries (under ten seconds after
 	// a few failures), so allow generously.
-	eventually(t, 45*time.Second, "healthy again", func() bool { return w.Snapshot().Healthy })
-	eventually(t, 45*time.Second, "pod watch reopened", func() bool { return api.openedWatches("pods") > watchesBefore })
+	testkit.Eventually(t, 45*time.Second, "healthy again", func() bool { return w.Snapshot().Healthy })
+	testkit.Eventually(t, 45*time.Second, "pod watch reopened", func() bool { return api.openedWatches("pods") > watchesBefore })
 
 	// The informers follow changes again after recovery.
 	if _, err := api.client.CoreV1().Pods("ml").Create(context.Background(), gpuPod("ml", "trainer-2", "2"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "pod created after recovery", func() bool { return hasPod(w.Snapshot(), "ml", "trainer-2") })
+	testkit.Eventually(t, 10*time.Second, "pod created after recovery", func() bool { return hasPod(w.Snapshot(), "ml", "trainer-2") })
 	api.checkSelectors(t)
 }
 
@@ -479,12 +468,12 @@ func TestWatcherUnhealthyUntilFirstList(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w.Start(ctx)
-	eventually(t, 10*time.Second, "list error counted", func() bool { return w.Snapshot().ListErrors > 0 })
+	testkit.Eventually(t, 10*time.Second, "list error counted", func() bool { return w.Snapshot().ListErrors > 0 })
 	if s := w.Snapshot(); s.Healthy || s.Synced || s.Node.Found {
 		t.Errorf("API down from the start: Healthy=%v Synced=%v Node=%+v", s.Healthy, s.Synced, s.Node)
 	}
 	api.recover()
-	eventually(t, 45*time.Second, "synced and healthy", func() bool {
+	testkit.Eventually(t, 45*time.Second, "synced and healthy", func() bool {
 		s := w.Snapshot()
 		return s.Synced && s.Healthy && s.Node.Found
 	})
@@ -498,7 +487,7 @@ func TestWatcherListWithoutWatchIsUnhealthy(t *testing.T) {
 	defer cancel()
 	w.Start(ctx)
 	// Both informers list, fail to watch, back off and list again.
-	eventually(t, 10*time.Second, "synced with watch errors", func() bool {
+	testkit.Eventually(t, 10*time.Second, "synced with watch errors", func() bool {
 		s := w.Snapshot()
 		return s.Synced && s.WatchErrors >= 2
 	})

@@ -7,19 +7,9 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
-)
 
-// waitFor polls cond until it holds or the bound passes.
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, bound)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
+)
 
 // TestRunRetriesInitUntilTheDriverAppears runs the background loop against a
 // driver that is missing for the first attempts, as when the driver
@@ -49,7 +39,7 @@ func TestRunRetriesInitUntilTheDriverAppears(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
 
-	waitFor(t, 5*time.Second, "devices after the driver appeared", func() bool {
+	testkit.Eventually(t, 5*time.Second, "devices after the driver appeared", func() bool {
 		snap := s.Snapshot()
 		return snap.Up && len(snap.Devices) == 4
 	})
@@ -81,7 +71,7 @@ func TestRunWithoutDriverNeverShutsDown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	waitFor(t, 5*time.Second, "a few init retries", func() bool { return s.Errors()["init"] >= 3 })
+	testkit.Eventually(t, 5*time.Second, "a few init retries", func() bool { return s.Errors()["init"] >= 3 })
 	cancel()
 	<-done
 	if snap := s.Snapshot(); snap.Up || snap.Err == nil {
@@ -278,7 +268,7 @@ func TestHungCallLeavesSnapshotReadable(t *testing.T) {
 	}
 
 	close(release)
-	waitFor(t, 5*time.Second, "a fresh snapshot after the call returned", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a fresh snapshot after the call returned", func() bool {
 		return s.Snapshot().Taken.After(before.Taken)
 	})
 	cancel()

@@ -10,26 +10,15 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 )
-
-// fakeClock is a settable clock for deterministic windows.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // mockNode is a dgxa100 mock server whose devices produce one utilization
 // sample per second at util[i] and report used[i] bytes.
 type mockNode struct {
 	srv   *server.Server
-	clock *fakeClock
+	clock *testkit.Clock
 	util  []uint32
 	used  []uint64
 	calls map[string]int
@@ -38,7 +27,7 @@ type mockNode struct {
 
 func newMockNode(t *testing.T, n int) *mockNode {
 	t.Helper()
-	m := &mockNode{srv: dgxa100.New(), clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}, calls: map[string]int{}}
+	m := &mockNode{srv: dgxa100.New(), clock: testkit.NewClock(time.Unix(1_700_000_000, 0)), calls: map[string]int{}}
 	m.srv.Devices = m.srv.Devices[:n]
 	m.util = make([]uint32, n)
 	m.used = make([]uint64, n)

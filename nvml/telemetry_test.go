@@ -9,6 +9,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 )
 
 // h100Profile is a healthy Hopper GPU: row remapping, no retired pages.
@@ -205,7 +206,7 @@ func TestSamplerXidEvents(t *testing.T) {
 	ev.Inject(m.dev(1), 79, 0xFFFFFFFF, 0xFFFFFFFF)
 	ev.Inject(m.dev(1), 79, 0xFFFFFFFF, 0xFFFFFFFF)
 	ev.Inject(m.dev(0), 13, 0xFFFFFFFF, 0xFFFFFFFF)
-	waitFor(t, 5*time.Second, "events in a snapshot", func() bool {
+	testkit.Eventually(t, 5*time.Second, "events in a snapshot", func() bool {
 		r := byUUID(s.Snapshot())
 		return ev.Pending() == 0 && r[m.dev(1).UUID].Xid[79] == 2 && r[m.dev(0).UUID].Xid[13] == 1
 	})
@@ -222,7 +223,7 @@ func TestSamplerXidEvents(t *testing.T) {
 
 	// A failing wait is counted and retried, not spun on.
 	ev.FailWaits(gonvml.ERROR_UNKNOWN)
-	waitFor(t, 5*time.Second, "wait error counted", func() bool { return s.Errors()["event_wait"] > 0 })
+	testkit.Eventually(t, 5*time.Second, "wait error counted", func() bool { return s.Errors()["event_wait"] > 0 })
 	cancel()
 	select {
 	case <-done:

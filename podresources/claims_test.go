@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 )
 
 // draPod is a pod whose container got devices through one ResourceClaim.
@@ -26,8 +28,8 @@ func TestFetchReadsDRAClaims(t *testing.T) {
 	// The same container also holds gpu-1 through a second claim.
 	both.Containers[0].DynamicResources = append(both.Containers[0].DynamicResources,
 		&podresourcesv1.DynamicResource{ClaimName: "extra", ClaimNamespace: "ml", ClaimResources: []*podresourcesv1.ClaimResource{claimed("gpu.nvidia.com", "node-a", "gpu-1")}})
-	f := &fakeKubelet{
-		list: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+	f := &testkit.Kubelet{
+		ListReply: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
 			both,
 			draPod("net", "router", "main", "nic", claimed("nic.example.com", "node-a", "eth1")),
 			draPod("ml", "", "main", "x", claimed("gpu.nvidia.com", "node-a", "gpu-2")),
@@ -35,7 +37,7 @@ func TestFetchReadsDRAClaims(t *testing.T) {
 			draPod("inf", "mig", "server", "slice", claimed("gpu.nvidia.com", "node-a", "gpu-4-mig-1g10gb-0")),
 			gpuPod("plugin", "p", "c", "nvidia.com/gpu", gpuUUID),
 		}},
-		alloc: &podresourcesv1.AllocatableResourcesResponse{},
+		AllocReply: &podresourcesv1.AllocatableResourcesResponse{},
 	}
 	c, _, _ := start(t, f, Config{})
 	s, err := c.Read(context.Background())

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,42 +15,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
-
-// fakeKubelet is a Source whose replies and faults a test controls.
-type fakeKubelet struct {
-	mu    sync.Mutex
-	list  *podresourcesv1.ListPodResourcesResponse
-	alloc *podresourcesv1.AllocatableResourcesResponse
-	delay time.Duration
-	err   error
-	calls atomic.Int64
-}
-
-func (f *fakeKubelet) List(ctx context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	f.calls.Add(1)
-	f.mu.Lock()
-	delay, err, list := f.delay, f.err, f.list
-	f.mu.Unlock()
-	if delay > 0 {
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return list, nil
-}
-
-func (f *fakeKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.alloc, nil
-}
 
 func gpuPod(ns, name, ctr, res string, ids ...string) *podresourcesv1.PodResources {
 	return &podresourcesv1.PodResources{Namespace: ns, Name: name, Containers: []*podresourcesv1.ContainerResources{{
@@ -60,14 +27,9 @@ func gpuPod(ns, name, ctr, res string, ids ...string) *podresourcesv1.PodResourc
 	}}}
 }
 
-func start(t *testing.T, f *fakeKubelet, cfg Config) (*Client, *Server, string) {
+func start(t *testing.T, f *testkit.Kubelet, cfg Config) (*Client, *fakekubelet.Server, string) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	srv := NewServer(f)
-	if err := srv.Listen(sock); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv, sock := testkit.ServeKubelet(t, f)
 	cfg.Socket = sock
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
@@ -81,14 +43,14 @@ func start(t *testing.T, f *fakeKubelet, cfg Config) (*Client, *Server, string) 
 }
 
 func TestFetchConvertsGPUResources(t *testing.T) {
-	f := &fakeKubelet{
-		list: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
+	f := &testkit.Kubelet{
+		ListReply: &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{
 			gpuPod("ml", "train", "main", "nvidia.com/gpu", gpuUUID),
 			gpuPod("net", "router", "main", "example.com/nic", "nic0"),
 			gpuPod("batch", "a", "w", "nvidia.com/gpu.shared", gpuUUID+"::0"),
 			{Namespace: "kube-system", Name: "coredns", Containers: []*podresourcesv1.ContainerResources{{Name: "coredns", CpuIds: []int64{1}}}},
 		}},
-		alloc: &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
+		AllocReply: &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
 			{ResourceName: "nvidia.com/gpu", DeviceIds: []string{gpuUUID}},
 			{ResourceName: "example.com/nic", DeviceIds: []string{"nic0"}},
 		}},
@@ -123,7 +85,7 @@ func TestFetchLargeReply(t *testing.T) {
 	if n := proto.Size(list); n < 8<<20 {
 		t.Fatalf("reply only %d bytes; the test needs one over 4 MiB", n)
 	}
-	f := &fakeKubelet{list: list, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	f := &testkit.Kubelet{ListReply: list, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	c, _, _ := start(t, f, Config{MaxRecvMsgSize: 64 << 20})
 	s, err := c.Read(context.Background())
 	if err != nil {
@@ -141,7 +103,7 @@ func TestFetchLargeReply(t *testing.T) {
 }
 
 func TestFetchTimeout(t *testing.T) {
-	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: 5 * time.Second}
+	f := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}, Delay: 5 * time.Second}
 	c, _, _ := start(t, f, Config{Timeout: 200 * time.Millisecond})
 	begin := time.Now()
 	_, err := c.Read(context.Background())
@@ -157,7 +119,7 @@ func TestFetchTimeout(t *testing.T) {
 }
 
 func TestFetchCallerDeadline(t *testing.T) {
-	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: time.Second}
+	f := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}, Delay: time.Second}
 	c, _, _ := start(t, f, Config{Timeout: 3 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -167,7 +129,7 @@ func TestFetchCallerDeadline(t *testing.T) {
 }
 
 func TestFetchSharesCallsAndCaches(t *testing.T) {
-	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}, delay: 200 * time.Millisecond}
+	f := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}, Delay: 200 * time.Millisecond}
 	c, _, _ := start(t, f, Config{CacheTTL: time.Minute})
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
@@ -183,15 +145,15 @@ func TestFetchSharesCallsAndCaches(t *testing.T) {
 	if _, err := c.Read(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.calls.Load(); n != 1 {
+	if n := f.Calls(); n != 1 {
 		t.Fatalf("kubelet saw %d List calls for 51 fetches, want 1", n)
 	}
 }
 
 func TestFetchSurvivesKubeletRestart(t *testing.T) {
-	f := &fakeKubelet{
-		list:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{gpuPod("a", "b", "c", "nvidia.com/gpu", gpuUUID)}},
-		alloc: &podresourcesv1.AllocatableResourcesResponse{},
+	f := &testkit.Kubelet{
+		ListReply:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{gpuPod("a", "b", "c", "nvidia.com/gpu", gpuUUID)}},
+		AllocReply: &podresourcesv1.AllocatableResourcesResponse{},
 	}
 	c, srv, sock := start(t, f, Config{Timeout: 500 * time.Millisecond})
 	if _, err := c.Read(context.Background()); err != nil {
@@ -201,7 +163,7 @@ func TestFetchSurvivesKubeletRestart(t *testing.T) {
 	if _, err := c.Read(context.Background()); err == nil {
 		t.Fatal("want an error while the kubelet is down")
 	}
-	srv2 := NewServer(f)
+	srv2 := fakekubelet.NewServer(f)
 	if err := srv2.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -229,8 +191,8 @@ func TestFetchSocketAbsentThenCreated(t *testing.T) {
 	if _, err := c.Read(context.Background()); err == nil {
 		t.Fatal("want an error without a socket")
 	}
-	f := &fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
-	srv := NewServer(f)
+	f := &testkit.Kubelet{ListReply: &podresourcesv1.ListPodResourcesResponse{}, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
+	srv := fakekubelet.NewServer(f)
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}

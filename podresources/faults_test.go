@@ -17,49 +17,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
-
-// faultyKubelet is a Source whose faults a test switches on and off while a
-// real Client talks to it over a real socket.
-type faultyKubelet struct {
-	mu      sync.Mutex
-	list    *podresourcesv1.ListPodResourcesResponse
-	alloc   *podresourcesv1.AllocatableResourcesResponse
-	hang    bool  // List blocks until the caller gives up
-	err     error // List fails with err
-	calls   atomic.Int64
-	running atomic.Int64 // List handlers not yet returned
-}
-
-func (f *faultyKubelet) set(fn func(*faultyKubelet)) {
-	f.mu.Lock()
-	fn(f)
-	f.mu.Unlock()
-}
-
-func (f *faultyKubelet) List(ctx context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	f.calls.Add(1)
-	f.running.Add(1)
-	defer f.running.Add(-1)
-	f.mu.Lock()
-	hang, err, list := f.hang, f.err, f.list
-	f.mu.Unlock()
-	if hang {
-		<-ctx.Done()
-		return nil, status.FromContextError(ctx.Err()).Err()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return list, nil
-}
-
-func (f *faultyKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.alloc, nil
-}
 
 // rateLimited is what the kubelet answers once its limiter (100/s, burst
 // 10, shared by all clients) is exhausted.
@@ -67,22 +28,6 @@ var rateLimited = status.Error(codes.ResourceExhausted, "rejected by rate limit"
 
 func onePod() *podresourcesv1.ListPodResourcesResponse {
 	return &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{gpuPod("ml", "train", "main", "nvidia.com/gpu", gpuUUID)}}
-}
-
-// eventually retries fn until it returns nil or the bound passes.
-func eventually(t *testing.T, bound time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, bound, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // settledGoroutines returns the goroutine count once it stops falling, so
@@ -121,7 +66,7 @@ func fetchOK(c *Client, pods int) func() error {
 // be left with more goroutines than it started with.
 func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 	// Warm up gRPC's process-wide goroutines so they are not taken for a leak.
-	wc, wsrv, _ := start(t, &fakeKubelet{list: onePod(), alloc: &podresourcesv1.AllocatableResourcesResponse{}}, Config{})
+	wc, wsrv, _ := start(t, &testkit.Kubelet{ListReply: onePod(), AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}, Config{})
 	if err := fetchOK(wc, 1)(); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +74,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 	wsrv.Stop()
 	base := settledGoroutines()
 
-	f := &faultyKubelet{list: onePod(), alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+	f := &testkit.Kubelet{ListReply: onePod(), AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
 	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond})
 	if err != nil {
@@ -139,15 +84,15 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 	if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.Unavailable {
 		t.Fatalf("no socket: err = %v, want Unavailable", err)
 	}
-	var srv *Server
+	var srv *fakekubelet.Server
 	serve := func() {
-		srv = NewServer(f)
+		srv = fakekubelet.NewServer(f)
 		if err := srv.Listen(sock); err != nil {
 			t.Fatal(err)
 		}
 	}
 	serve()
-	eventually(t, 10*time.Second, "first connection after the socket appeared", fetchOK(c, 1))
+	testkit.EventuallyNil(t, 10*time.Second, "first connection after the socket appeared", fetchOK(c, 1))
 
 	const rounds = 4
 	var perRound []int
@@ -158,11 +103,11 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 			t.Fatalf("round %d: fetch succeeded with the kubelet stopped", round)
 		}
 		serve()
-		eventually(t, 10*time.Second, "recovery after a kubelet restart", fetchOK(c, 1))
+		testkit.EventuallyNil(t, 10*time.Second, "recovery after a kubelet restart", fetchOK(c, 1))
 
 		// Slower than the call timeout: the call gives up in time and the
 		// kubelet's handler sees the cancellation instead of piling up.
-		f.set(func(f *faultyKubelet) { f.hang = true })
+		f.Hold()
 		begin := time.Now()
 		if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.DeadlineExceeded {
 			t.Fatalf("round %d: hung kubelet: err = %v, want DeadlineExceeded", round, err)
@@ -170,20 +115,20 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 		if d := time.Since(begin); d > 3*time.Second {
 			t.Fatalf("round %d: fetch against a hung kubelet took %v with a 300ms timeout", round, d)
 		}
-		eventually(t, 5*time.Second, "hung handler cancelled", func() error {
-			if n := f.running.Load(); n != 0 {
+		testkit.EventuallyNil(t, 5*time.Second, "hung handler cancelled", func() error {
+			if n := f.Running(); n != 0 {
 				return fmt.Errorf("%d List handlers still running", n)
 			}
 			return nil
 		})
-		f.set(func(f *faultyKubelet) { f.hang = false })
+		f.Release()
 
 		// Rate limited, then the limit lifts.
-		f.set(func(f *faultyKubelet) { f.err = rateLimited })
+		f.Set(func(f *testkit.Kubelet) { f.Err = rateLimited })
 		if _, err := c.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
 			t.Fatalf("round %d: rate limited: err = %v", round, err)
 		}
-		f.set(func(f *faultyKubelet) { f.err = nil })
+		f.Set(func(f *testkit.Kubelet) { f.Err = nil })
 		if err := fetchOK(c, 1)(); err != nil {
 			t.Fatalf("round %d: after the rate limit lifted: %v", round, err)
 		}
@@ -206,7 +151,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 
 	c.Close()
 	srv.Stop()
-	eventually(t, 5*time.Second, "goroutines back to the baseline", func() error {
+	testkit.EventuallyNil(t, 5*time.Second, "goroutines back to the baseline", func() error {
 		if n := settledGoroutines(); n > base+1 {
 			buf := make([]byte, 1<<16)
 			return fmt.Errorf("%d goroutines, baseline %d:\n%s", n, base, buf[:runtime.Stack(buf, true)])
@@ -220,9 +165,10 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 // call between them, so the exporter does not make the limiting worse.
 func TestRateLimitedIsCountedAndShared(t *testing.T) {
 	// The first call hangs in the kubelet, so every scrape joins it.
-	f := &faultyKubelet{list: onePod(), alloc: &podresourcesv1.AllocatableResourcesResponse{}, hang: true}
+	f := &testkit.Kubelet{ListReply: onePod(), AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
+	f.Hold()
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	srv := NewServer(f)
+	srv := fakekubelet.NewServer(f)
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -243,21 +189,22 @@ func TestRateLimitedIsCountedAndShared(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 5*time.Second, "first call reached the kubelet", func() error {
-		if f.calls.Load() == 0 {
+	testkit.EventuallyNil(t, 5*time.Second, "first call reached the kubelet", func() error {
+		if f.Calls() == 0 {
 			return errors.New("no call yet")
 		}
 		return nil
 	})
 	wg.Wait()
-	if n := f.calls.Load(); n != 1 {
+	if n := f.Calls(); n != 1 {
 		t.Fatalf("20 concurrent scrapes made %d kubelet calls, want 1", n)
 	}
 	if failed.Load() != 20 {
 		t.Fatalf("%d of 20 scrapes failed on a timed-out shared call, want all", failed.Load())
 	}
 
-	f.set(func(f *faultyKubelet) { f.hang = false; f.err = rateLimited })
+	f.Release()
+	f.Set(func(f *testkit.Kubelet) { f.Err = rateLimited })
 	for i := 0; i < 3; i++ {
 		_, err := c.Read(context.Background())
 		if st, _ := status.FromError(errors.Unwrap(err)); st.Code() != codes.ResourceExhausted {
@@ -267,7 +214,7 @@ func TestRateLimitedIsCountedAndShared(t *testing.T) {
 	if got := c.Errors(); got["rate_limited"] != 3 || got["timeout"] != 1 {
 		t.Fatalf("errors = %v, want rate_limited 3 and timeout 1", got)
 	}
-	f.set(func(f *faultyKubelet) { f.err = nil })
+	f.Set(func(f *testkit.Kubelet) { f.Err = nil })
 	if err := fetchOK(c, 1)(); err != nil {
 		t.Fatal(err)
 	}
@@ -298,8 +245,8 @@ func TestTwentyMiBReply(t *testing.T) {
 	if size < 20<<20 || size > 24<<20 {
 		t.Fatalf("reply is %d bytes, want about 20 MiB", size)
 	}
-	f := &faultyKubelet{list: list, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
-	c, _, _ := start(t, &fakeKubelet{list: f.list, alloc: f.alloc}, Config{Timeout: 20 * time.Second}) // default MaxRecvMsgSize: 64 MiB
+	f := &testkit.Kubelet{ListReply: list, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
+	c, _, _ := start(t, testkit.NewKubelet(f.ListReply, f.AllocReply), Config{Timeout: 20 * time.Second}) // default MaxRecvMsgSize: 64 MiB
 	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatalf("20 MiB reply with the default limit: %v", err)
@@ -315,7 +262,7 @@ func TestTwentyMiBReply(t *testing.T) {
 		t.Fatalf("%d device IDs arrived, want %d", ids, want)
 	}
 
-	small, _, _ := start(t, &fakeKubelet{list: f.list, alloc: f.alloc}, Config{Timeout: 20 * time.Second, MaxRecvMsgSize: 16 << 20})
+	small, _, _ := start(t, testkit.NewKubelet(f.ListReply, f.AllocReply), Config{Timeout: 20 * time.Second, MaxRecvMsgSize: 16 << 20})
 	if _, err := small.Read(context.Background()); err == nil {
 		t.Fatal("20 MiB reply accepted by a 16 MiB limit")
 	}
@@ -352,7 +299,7 @@ func TestMalformedReplyServesTheRest(t *testing.T) {
 		{ResourceName: "example.com/nic", DeviceIds: []string{"nic0"}},
 		{},
 	}}
-	c, _, _ := start(t, &fakeKubelet{list: list, alloc: alloc}, Config{})
+	c, _, _ := start(t, &testkit.Kubelet{ListReply: list, AllocReply: alloc}, Config{})
 	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
 )
 
 // UUID is the deterministic UUID of simulated GPU i, so dashboards, golden
@@ -64,7 +64,7 @@ type Node struct {
 	scenario *Scenario
 	now      func() time.Time
 	holders  map[devKey][]holder
-	server   *podresources.Server
+	server   *fakekubelet.Server
 	api      *apiServer
 	dir      string
 	list     *podresourcesv1.ListPodResourcesResponse
@@ -95,7 +95,7 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 		return nil, err
 	}
 	n.Socket = filepath.Join(dir, "kubelet.sock")
-	n.server = podresources.NewServer(n)
+	n.server = fakekubelet.NewServer(n)
 	if err := n.server.Listen(n.Socket); err != nil {
 		n.Close()
 		return nil, err

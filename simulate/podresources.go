@@ -133,12 +133,12 @@ func (n *Node) claimResources(namespace string, c Container) *podresourcesv1.Dyn
 	return dr
 }
 
-// List implements podresources.Source.
+// List implements fakekubelet.Source.
 func (n *Node) List(context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
 	return n.list, nil
 }
 
-// Allocatable implements podresources.Source.
+// Allocatable implements fakekubelet.Source.
 func (n *Node) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
 	return n.alloc, nil
 }

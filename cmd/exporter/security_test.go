@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,10 +22,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 
 	"github.com/prometheus/common/expfmt"
@@ -34,7 +33,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
@@ -325,25 +323,17 @@ func gpuOnlyScenario(t *testing.T, gpus int) string {
 	return path
 }
 
-// testKubelet is a pod-resources Source for the binary: each pod holds one
-// GPU; List can be slowed down or held until the caller gives up.
-type testKubelet struct {
-	list  *podresourcesv1.ListPodResourcesResponse
-	alloc *podresourcesv1.AllocatableResourcesResponse
-	delay time.Duration
-	hold  atomic.Bool
-	calls atomic.Int64
-}
-
-func newTestKubelet(gpus, pods int) *testKubelet {
-	k := &testKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}}
+// newTestKubelet returns a pod-resources Source for the binary in which
+// each pod holds one GPU.
+func newTestKubelet(gpus, pods int) *testkit.Kubelet {
+	k := testkit.NewKubelet(&podresourcesv1.ListPodResourcesResponse{}, &podresourcesv1.AllocatableResourcesResponse{})
 	var ids []string
 	for i := 0; i < gpus; i++ {
 		ids = append(ids, simulate.UUID(i))
 	}
-	k.alloc.Devices = []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: ids}}
+	k.AllocReply.Devices = []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: ids}}
 	for p := 0; p < pods; p++ {
-		k.list.PodResources = append(k.list.PodResources, &podresourcesv1.PodResources{
+		k.ListReply.PodResources = append(k.ListReply.PodResources, &podresourcesv1.PodResources{
 			Namespace: "team", Name: fmt.Sprintf("job-%d", p),
 			Containers: []*podresourcesv1.ContainerResources{{Name: "main", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{simulate.UUID(p % gpus)}}}}},
 		})
@@ -351,40 +341,9 @@ func newTestKubelet(gpus, pods int) *testKubelet {
 	return k
 }
 
-func (k *testKubelet) List(ctx context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	k.calls.Add(1)
-	if k.hold.Load() {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	if k.delay > 0 {
-		select {
-		case <-time.After(k.delay):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return k.list, nil
-}
-
-func (k *testKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	return k.alloc, nil
-}
-
-func serveKubelet(t *testing.T, k *testKubelet) string {
+func serveKubelet(t *testing.T, k *testkit.Kubelet) string {
 	t.Helper()
-	// Unix socket paths are limited to 108 bytes; t.TempDir() can exceed it.
-	dir, err := os.MkdirTemp("", "kge-kubelet-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "kubelet.sock")
-	srv := podresources.NewServer(k)
-	if err := srv.Listen(sock); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	_, sock := testkit.ServeKubelet(t, k)
 	return sock
 }
 
@@ -519,7 +478,7 @@ func TestScrapeStorm(t *testing.T) {
 	t.Parallel()
 	const gpus, pods, n, rounds = 8, 16, 200, 3
 	k := newTestKubelet(gpus, pods)
-	k.delay = 50 * time.Millisecond
+	k.Delay = 50 * time.Millisecond
 	sock := serveKubelet(t, k)
 	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, gpus), "--kubelet.pod-resources-socket="+sock,
 		"--kubelet.cache-ttl=1s", "--web.max-requests=0", "--web.enable-pprof")
@@ -534,7 +493,7 @@ func TestScrapeStorm(t *testing.T) {
 
 	var peakRSS int64
 	for round := 0; round < rounds; round++ {
-		calls := k.calls.Load()
+		calls := k.Calls()
 		done, sampled := make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(sampled)
@@ -575,7 +534,7 @@ func TestScrapeStorm(t *testing.T) {
 		// 1s: one call per started second of the storm, each possibly
 		// followed by one more from a scrape that found the cache stale just
 		// before the call ended; never one per scrape.
-		made := k.calls.Load() - calls
+		made := k.Calls() - calls
 		if limit := 2*(int64(took/time.Second)+1) + 1; made > limit {
 			t.Errorf("round %d: %d scrapes in %v made %d kubelet calls, want at most %d", round, n, took, made, limit)
 		}
@@ -607,7 +566,7 @@ func TestMaxRequestsCap(t *testing.T) {
 	t.Parallel()
 	const limit, n = 3, 12
 	k := newTestKubelet(2, 2)
-	k.hold.Store(true)
+	k.Hold()
 	sock := serveKubelet(t, k)
 	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, 2), "--kubelet.pod-resources-socket="+sock,
 		"--kubelet.timeout=3s", fmt.Sprintf("--web.max-requests=%d", limit))
@@ -652,7 +611,7 @@ func TestMaxRequestsCap(t *testing.T) {
 	if ok != limit || busy != n-limit {
 		t.Fatalf("%d admitted and %d refused, want %d and %d", ok, busy, limit, n-limit)
 	}
-	k.hold.Store(false)
+	k.Release()
 	body := scrape(t, e.Addr)
 	if !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
 		t.Fatalf("after the storm the kubelet is not up:\n%s", body)

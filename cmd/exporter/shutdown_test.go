@@ -62,8 +62,8 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, 2), "--kubelet.pod-resources-socket="+sock,
 		"--kubelet.timeout=60s", "--kubelet.cache-ttl=0s")
 
-	k.hold.Store(true)
-	calls := k.calls.Load()
+	k.Hold()
+	calls := k.Calls()
 	scraped := make(chan error, 1)
 	go func() {
 		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + e.Addr + "/metrics")
@@ -74,7 +74,7 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 		scraped <- err
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for k.calls.Load() == calls {
+	for k.Calls() == calls {
 		if time.Now().After(deadline) {
 			t.Fatal("the scrape never reached the kubelet")
 		}

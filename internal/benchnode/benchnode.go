@@ -7,7 +7,6 @@
 package benchnode
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
@@ -19,6 +18,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 )
@@ -222,20 +223,6 @@ func (c Case) PodResources() (*podresourcesv1.ListPodResourcesResponse, *podreso
 	return list, alloc
 }
 
-// source serves fixed replies.
-type source struct {
-	list  *podresourcesv1.ListPodResourcesResponse
-	alloc *podresourcesv1.AllocatableResourcesResponse
-}
-
-func (s source) List(context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	return s.list, nil
-}
-
-func (s source) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	return s.alloc, nil
-}
-
 // Node is a started case.
 type Node struct {
 	// Sampler has polled the mock once and is not running: scrapes only read
@@ -243,7 +230,7 @@ type Node struct {
 	Sampler *nvml.Sampler
 	// Kubelet is the real client of the served replies.
 	Kubelet   *podresources.Client
-	server    *podresources.Server
+	server    *fakekubelet.Server
 	nvmlCalls *atomic.Uint64
 }
 
@@ -266,7 +253,7 @@ func Start(c Case, dir string, cacheTTL time.Duration) (*Node, error) {
 		return nil, fmt.Errorf("sampler saw %d devices (up=%v, want %d): %w", len(snap.Devices), snap.Up, want, snap.Err)
 	}
 	list, alloc := c.PodResources()
-	srv := podresources.NewServer(source{list, alloc})
+	srv := fakekubelet.NewServer(testkit.NewKubelet(list, alloc))
 	socket := filepath.Join(dir, "kubelet.sock")
 	if err := srv.Listen(socket); err != nil {
 		return nil, err

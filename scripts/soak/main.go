@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
 )
 
 type options struct {
@@ -83,7 +83,7 @@ func run(o options) error {
 	}
 	src := newChurner(o.gpus, o.pods)
 	sock := filepath.Join(dir, "kubelet.sock")
-	srv := podresources.NewServer(src)
+	srv := fakekubelet.NewServer(src)
 	if err := srv.Listen(sock); err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
@@ -560,22 +561,16 @@ func samplesErrors(samples []smiSample) []error {
 // fakeKubelet hands the GPU under test to one container, as the kubelet does
 // once the device plugin has allocated it, so the exporter's real
 // pod-resources client and join run unchanged.
-type fakeKubelet struct{ uuid string }
-
-func (k fakeKubelet) List(context.Context) (*podresourcesv1.ListPodResourcesResponse, error) {
-	return &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{{
+func fakeKubelet(uuid string) *testkit.Kubelet {
+	return testkit.NewKubelet(&podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{{
 		Namespace: testNamespace, Name: testPod,
 		Containers: []*podresourcesv1.ContainerResources{{
 			Name:    testContainer,
-			Devices: []*podresourcesv1.ContainerDevices{{ResourceName: testResource, DeviceIds: []string{k.uuid}}},
+			Devices: []*podresourcesv1.ContainerDevices{{ResourceName: testResource, DeviceIds: []string{uuid}}},
 		}},
-	}}}, nil
-}
-
-func (k fakeKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	return &podresourcesv1.AllocatableResourcesResponse{
-		Devices: []*podresourcesv1.ContainerDevices{{ResourceName: testResource, DeviceIds: []string{k.uuid}}},
-	}, nil
+	}}}, &podresourcesv1.AllocatableResourcesResponse{
+		Devices: []*podresourcesv1.ContainerDevices{{ResourceName: testResource, DeviceIds: []string{uuid}}},
+	})
 }
 
 // startFakeKubelet serves fakeKubelet on a socket in a short private
@@ -583,17 +578,7 @@ func (k fakeKubelet) Allocatable(context.Context) (*podresourcesv1.AllocatableRe
 // exporter's own client, and returns the socket.
 func startFakeKubelet(t *testing.T, uuid string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "kge-gpu-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	socket := filepath.Join(dir, "kubelet.sock")
-	srv := podresources.NewServer(fakeKubelet{uuid: uuid})
-	if err := srv.Listen(socket); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	_, socket := testkit.ServeKubelet(t, fakeKubelet(uuid))
 
 	c, err := podresources.New(podresources.Config{
 		Socket: socket, MaxRecvMsgSize: 4 << 20, Timeout: 5 * time.Second,

@@ -1,4 +1,8 @@
-package podresources
+// Package fakekubelet serves the kubelet's pod-resources API on a unix
+// socket from a Source, for the simulated node and the tests. It lives
+// apart from the podresources client so that the production exporter does
+// not carry a server it never runs.
+package fakekubelet
 
 import (
 	"context"
