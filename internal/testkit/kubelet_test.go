@@ -20,7 +20,7 @@ func TestKubeletFaults(t *testing.T) {
 
 	boom := errors.New("boom")
 	k.Set(func(k *Kubelet) { k.Err = boom })
-	if _, err := k.List(context.Background()); err != boom {
+	if _, err := k.List(context.Background()); !errors.Is(err, boom) {
 		t.Fatalf("List err = %v, want %v", err, boom)
 	}
 	k.Set(func(k *Kubelet) { k.Err = nil; k.Delay = time.Hour })
