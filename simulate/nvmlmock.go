@@ -54,7 +54,15 @@ func (n *Node) buildNVML() gonvml.Interface {
 			}
 			return p, gonvml.SUCCESS
 		}
-		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+		dev.GetSamplesFunc = func(typ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			share := 1.0
+			switch typ {
+			case gonvml.GPU_UTILIZATION_SAMPLES:
+			case gonvml.MEMORY_UTILIZATION_SAMPLES:
+				share = memoryShare
+			default:
+				return 0, nil, gonvml.ERROR_NOT_SUPPORTED
+			}
 			now := n.now()
 			from := now.Add(-nvmlHistory).Truncate(samplePeriod)
 			var out []gonvml.Sample
@@ -63,7 +71,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 				if ts <= last {
 					continue
 				}
-				v := uint32(math.Round(n.Utilization(i, t)))
+				v := uint32(math.Round(share * n.Utilization(i, t)))
 				out = append(out, gonvml.Sample{TimeStamp: ts, SampleValue: nvml.EncodeUint32Sample(v)})
 			}
 			if len(out) == 0 {
@@ -72,7 +80,8 @@ func (n *Node) buildNVML() gonvml.Interface {
 			return gonvml.VALUE_TYPE_UNSIGNED_INT, out, gonvml.SUCCESS
 		}
 		dev.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
-			return gonvml.Utilization{Gpu: uint32(math.Round(n.Utilization(i, n.now())))}, gonvml.SUCCESS
+			u := n.Utilization(i, n.now())
+			return gonvml.Utilization{Gpu: uint32(math.Round(u)), Memory: uint32(math.Round(memoryShare * u))}, gonvml.SUCCESS
 		}
 		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
 			total := dev.MemoryInfo.Total
@@ -108,8 +117,10 @@ func (n *Node) buildNVML() gonvml.Interface {
 		if profiles, ok := n.scenario.MIG[i]; ok {
 			n.partition(dev, i, profiles)
 		}
+		n.applyTelemetry(dev, i)
 	}
 	n.serveGPM(srv)
+	n.serveEvents(srv)
 	return srv
 }
 
