@@ -47,7 +47,9 @@ func scrape(t *testing.T, addr string) string {
 }
 
 // volatile are the families whose values move with time or the machine.
-var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_exporter_scrape_duration_seconds)\{`)
+// Power, temperatures and memory bandwidth follow the simulated load;
+// energy and the time in clock event reasons grow with the clock.
+var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_exporter_scrape_duration_seconds|kube_gpu_power_usage_watts|kube_gpu_energy_joules_total|kube_gpu_temperature_celsius|kube_gpu_memory_bandwidth_utilization_ratio|kube_gpu_clock_event_seconds_total)\{`)
 
 // normalize drops the Go runtime families and blanks values that move, so
 // the rest of the exposition can be compared byte for byte.
