@@ -8,6 +8,7 @@ package collector
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,9 @@ const (
 	Namespace = "kube_gpu_exporter"
 	Prefix    = "kube_gpu"
 )
+
+// maxXidRows bounds the containers' Xid series kept, whatever the churn.
+const maxXidRows = 4096
 
 // Source is the one shape of every input: Read returns the latest snapshot
 // without waiting on the outside world for longer than ctx allows, and an
@@ -65,6 +69,12 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Telemetry, Health and Events switch the device telemetry, health
+	// and Xid families on (--collector.telemetry, .health, .events).
+	Telemetry, Health, Events bool
+	// XidRetention is how long a container's Xid series outlive it;
+	// 0 means 1h.
+	XidRetention time.Duration
 }
 
 // Collector implements prometheus.Collector. Collect uses a background
@@ -81,6 +91,10 @@ type Collector struct {
 	unattr    *level[Unattributed]
 	requests  *level[ContainerResource]
 	nodeRes   *level[NodeResource]
+	devHealth *level[DeviceHealth]
+	ctrHealth *level[ContainerHealth]
+	ctrXid    *level[ContainerXid]
+	xids      *xidLedger
 	self      selfDescs
 	log       *stateLog
 	unmatched *idLog
@@ -101,10 +115,30 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.XidRetention <= 0 {
+		cfg.XidRetention = time.Hour
+	}
 	node := cfg.NodeName
+	devFams := slices.Clone(deviceFamilies)
+	if cfg.Telemetry {
+		devFams = append(devFams, telemetryFamilies...)
+	}
+	if cfg.Health {
+		devFams = append(devFams, healthFamilies...)
+	}
+	if cfg.Events {
+		devFams = append(devFams, eventFamilies...)
+	}
+	if cfg.Telemetry || cfg.Health || cfg.Events {
+		devFams = append(devFams, supportFamilies...)
+	}
 	c := &Collector{
 		cfg: cfg, nvml: nv, kubelet: kubelet, specs: specs,
-		devices:   newLevel(deviceLabels, deviceValues(node), deviceFamilies),
+		devices:   newLevel(deviceLabels, deviceValues(node), devFams),
+		devHealth: newLevel(deviceLabels, func(b []string, h *DeviceHealth) []string { return deviceValues(node)(b, h.Device) }, deviceHealthFamilies),
+		ctrHealth: newLevel(usageLabels, func(b []string, h *ContainerHealth) []string { return usageValues(node)(b, h.Usage) }, containerHealthFamilies),
+		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
+		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
 		usage:     newLevel(usageLabels, usageValues(node), usageFamilies),
 		attr:      newLevel(deviceLabels, func(b []string, a *Attribution) []string { return deviceValues(node)(b, a.Device) }, attributionFamilies),
 		unattr:    newLevel(deviceLabels, func(b []string, u *Unattributed) []string { return deviceValues(node)(b, u.Device) }, unattributedFamilies),
@@ -125,6 +159,13 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.unattr.describe(ch)
 	c.requests.describe(ch)
 	c.nodeRes.describe(ch)
+	if c.cfg.Health {
+		c.devHealth.describe(ch)
+		c.ctrHealth.describe(ch)
+	}
+	if c.cfg.Events {
+		c.ctrXid.describe(ch)
+	}
 	c.self.describe(ch)
 }
 
@@ -190,6 +231,14 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 
 	v := Join(in)
 	c.unmatched.update(v.Unmatched)
+	if in.NVMLUp {
+		if c.cfg.Health {
+			addHealth(&v, snap.Lost, snap.Taken)
+		}
+		if c.cfg.Events && in.Kubelet != nil {
+			v.ContainerXids = c.xids.update(&v, c.cfg.Now())
+		}
+	}
 	return v, h
 }
 
@@ -228,5 +277,8 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.unattr.collect(ch, v.Unattributed)
 	c.requests.collect(ch, v.Requests)
 	c.nodeRes.collect(ch, v.Node)
+	c.devHealth.collect(ch, v.Health)
+	c.ctrHealth.collect(ch, v.ContainerHealth)
+	c.ctrXid.collect(ch, v.ContainerXids)
 	c.emitHealth(ch, v, h)
 }

@@ -69,6 +69,11 @@ type View struct {
 	Requests     []ContainerResource
 	Node         []NodeResource
 	Unmatched    []string
+	// Health, ContainerHealth and ContainerXids are filled by the
+	// collector when its health and events switches are on.
+	Health          []DeviceHealth
+	ContainerHealth []ContainerHealth
+	ContainerXids   []ContainerXid
 }
 
 // deviceIndex resolves parsed kubelet device IDs to NVML devices.

@@ -97,15 +97,14 @@ const (
 	FamilyRemappedRows
 	FamilyRecoveryAction
 	FamilyXid
-	FamilyGPM
-	familyAll = FamilyGPM<<1 - 1
+	familyAll = FamilyXid<<1 - 1
 )
 
 // FamilyNames are the family label values of the support info, by bit.
 var FamilyNames = []string{
 	"power", "power_limit", "energy", "temperature", "memory_temperature", "clocks",
 	"clock_events", "clock_event_time", "memory_bandwidth", "encoder", "decoder",
-	"pcie_replay", "ecc", "retired_pages", "remapped_rows", "recovery_action", "xid_events", "gpm",
+	"pcie_replay", "ecc", "retired_pages", "remapped_rows", "recovery_action", "xid_events",
 }
 
 // telemetryState is the loop-owned state of one GPU's telemetry.

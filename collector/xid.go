@@ -1,0 +1,137 @@
+package collector
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// ContainerXid is the Xid count of one code on a device a container held.
+type ContainerXid struct {
+	Namespace, Pod, Container string
+	UUID, Model, Xid          string
+	Count                     float64
+}
+
+type devXid struct {
+	uuid string
+	code uint64
+}
+
+type ctrXid struct {
+	ns, pod, ctr, uuid, model string
+	code                      uint64
+}
+
+type xidRow struct {
+	count    uint64
+	lastSeen time.Time
+}
+
+// xidLedger gives Xid events to the containers that held the device: the
+// growth of a device's count since the previous scrape goes to every
+// container holding it now (an event on a device hits every job on it).
+// A container's rows outlive it by retention, so the increase is scraped
+// after the pod is gone, and at most max rows are kept whatever the churn.
+type xidLedger struct {
+	retention time.Duration
+	max       int
+
+	mu   sync.Mutex
+	prev map[devXid]uint64
+	rows map[ctrXid]*xidRow
+}
+
+func newXidLedger(retention time.Duration, maxRows int) *xidLedger {
+	return &xidLedger{retention: retention, max: maxRows, prev: map[devXid]uint64{}, rows: map[ctrXid]*xidRow{}}
+}
+
+// update takes one scrape's view and returns the rows to expose, sorted.
+func (l *xidLedger) update(v *View, now time.Time) []ContainerXid {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	holders := map[string][]*Usage{}
+	for i := range v.Usage {
+		u := &v.Usage[i]
+		holders[u.Device.UUID] = append(holders[u.Device.UUID], u)
+	}
+	next := make(map[devXid]uint64, len(l.prev))
+	for i := range v.Devices {
+		d := &v.Devices[i]
+		for code, n := range d.Xid {
+			k := devXid{d.UUID, code}
+			next[k] = n
+			delta := n
+			if p, ok := l.prev[k]; ok && p <= n {
+				delta = n - p
+			}
+			if delta == 0 {
+				continue
+			}
+			for _, u := range holders[d.UUID] {
+				ck := ctrXid{u.Namespace, u.Pod, u.Container, d.UUID, d.Name, code}
+				r := l.rows[ck]
+				if r == nil {
+					r = &xidRow{}
+					l.rows[ck] = r
+				}
+				r.count += delta
+			}
+		}
+	}
+	l.prev = next
+	// Rows of containers still holding the device stay fresh.
+	for k, r := range l.rows {
+		for _, u := range holders[k.uuid] {
+			if u.Namespace == k.ns && u.Pod == k.pod && u.Container == k.ctr {
+				r.lastSeen = now
+			}
+		}
+		if r.lastSeen.IsZero() {
+			r.lastSeen = now
+		}
+		if now.Sub(r.lastSeen) > l.retention {
+			delete(l.rows, k)
+		}
+	}
+	for len(l.rows) > l.max {
+		var oldest ctrXid
+		var at time.Time
+		for k, r := range l.rows {
+			if at.IsZero() || r.lastSeen.Before(at) {
+				oldest, at = k, r.lastSeen
+			}
+		}
+		delete(l.rows, oldest)
+	}
+	out := make([]ContainerXid, 0, len(l.rows))
+	for k, r := range l.rows {
+		out = append(out, ContainerXid{Namespace: k.ns, Pod: k.pod, Container: k.ctr, UUID: k.uuid, Model: k.model,
+			Xid: xidLabel(k.code), Count: float64(r.count)})
+	}
+	sortXids(out)
+	return out
+}
+
+func sortXids(out []ContainerXid) {
+	resource.SortByKey(out, func(c *ContainerXid) resource.Key {
+		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: c.UUID + "\x00" + c.Xid}
+	})
+}
+
+func containerXidValues(node string) func([]string, *ContainerXid) []string {
+	return func(b []string, c *ContainerXid) []string {
+		return append(b, node, c.Namespace, c.Pod, c.Container, c.UUID, c.Model, vendor)
+	}
+}
+
+var containerXidFamilies = []Family[ContainerXid]{{
+	Name:   Prefix + "_container_xid_errors_total",
+	Help:   "Xid errors on the device the container held, by Xid code: a device's new events go to the containers holding it at the next scrape, and stay for a while after the container is gone.",
+	Type:   prometheus.CounterValue,
+	Labels: []string{"xid"},
+	Each:   func(c *ContainerXid, emit func(float64, ...string)) { emit(c.Count, c.Xid) },
+}}
