@@ -115,7 +115,7 @@ func clusterHealth(b *board, nodeSel string) {
 		return fmt.Sprintf("max by (%s) (%s == 1)", by, m(metric, sel(nodeSel, `status!="healthy"`)))
 	}
 	b.row("Health")
-	b.add(6, 7, stat("Unhealthy GPUs", "GPUs of the selected nodes that are degraded or failed.", unitCount, countThresholds("red"),
+	b.add(6, 7, stat("GPUs unhealthy now", "GPUs of the selected nodes that are degraded or failed.", unitCount, countThresholds("red"),
 		instant("count("+unhealthy("kube_gpu_health_status", "cluster_name, node, gpu_id")+") or vector(0)", "unhealthy")))
 	b.add(18, 7, table("Unhealthy GPUs",
 		"Every degraded or failed GPU of the selected nodes, with the reason and the containers holding it (one row per holder; a row without a pod for a GPU nobody holds). Health 2 is failed, 1 degraded. See docs/alerts.md for the runbooks.",
