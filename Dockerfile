@@ -34,16 +34,15 @@ ARG REVISION=unknown
 ARG BRANCH=unknown
 ARG BUILD_DATE=unknown
 ARG BUILD_USER=docker
+# The flags come from scripts/build-flags.sh, as for `make build`; the
+# build arguments above stand in for git, which the context lacks. Only the
+# production command: the simulator stays out of the image.
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=1 CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" \
+    export VERSION REVISION BRANCH BUILD_USER BUILD_DATE && \
+    CGO_ENABLED=1 CGO_CFLAGS="$(scripts/build-flags.sh cgo-cflags)" \
     go build -trimpath -buildvcs=false \
-      -ldflags "-s -w \
-        -X github.com/prometheus/common/version.Version=${VERSION} \
-        -X github.com/prometheus/common/version.Revision=${REVISION} \
-        -X github.com/prometheus/common/version.Branch=${BRANCH} \
-        -X github.com/prometheus/common/version.BuildUser=${BUILD_USER} \
-        -X github.com/prometheus/common/version.BuildDate=${BUILD_DATE}" \
+      -ldflags "$(scripts/build-flags.sh ldflags)" \
       -o /out/kube-gpu-exporter ./cmd/exporter
 
 FROM ${BASE_IMAGE}

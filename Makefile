@@ -3,28 +3,29 @@
 
 GO        ?= go
 BIN       := bin/kube-gpu-exporter
+SIM_BIN   := bin/kube-gpu-exporter-sim
 TOOLS     := $(CURDIR)/.tools/bin
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
-BRANCH    ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
-PKG_VER   := github.com/prometheus/common/version
-LDFLAGS   := -s -w -X $(PKG_VER).Version=$(VERSION) -X $(PKG_VER).Revision=$(REVISION) -X $(PKG_VER).Branch=$(BRANCH) -X $(PKG_VER).BuildDate=$(shell date -u +%Y%m%dT%H%M%SZ)
+# scripts/build-flags.sh holds the flags every build uses (VERSION=...
+# overrides the version stamp).
+LDFLAGS   := $(shell scripts/build-flags.sh ldflags)
 HELM_VERSION      := v3.22.0
 KUSTOMIZE_VERSION := v5.8.2
+GOLANGCI_LINT_VERSION := v2.15.0
 FUZZTIME  ?= 10s
 
-# go-nvml's cgo bindings include deprecated NVML declarations; keep the
-# build output readable.
 export CGO_ENABLED := 1
-export CGO_CFLAGS  := -O2 -g -Wno-deprecated-declarations
+export CGO_CFLAGS  := $(shell scripts/build-flags.sh cgo-cflags)
 export PATH        := $(TOOLS):$(PATH)
 
-.PHONY: all build run test test-unit test-gpu deps lint fuzz bench bench-once soak dashboards clean
+.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once soak dashboards clean
 
 all: lint test build
 
+# The production exporter and kube-gpu-exporter-sim, the same exporter on
+# a simulated node (which only the latter links).
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/exporter
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(SIM_BIN) ./cmd/kube-gpu-exporter-sim
 
 # Runs against the real driver when libnvidia-ml is installed, else on the
 # built-in simulated node.
@@ -32,7 +33,7 @@ run: build
 	@if ldconfig -p 2>/dev/null | grep -q libnvidia-ml.so.1; then \
 		echo "NVIDIA driver found: serving this node on :9871"; ./$(BIN); \
 	else \
-		echo "no NVIDIA driver: serving the built-in simulated node on :9871"; ./$(BIN) --simulate; \
+		echo "no NVIDIA driver: serving the built-in simulated node on :9871"; ./$(SIM_BIN); \
 	fi
 
 # Everything the tests need: promtool/prometheus (Debian package), helm and
@@ -45,15 +46,26 @@ deps:
 	@test -x $(TOOLS)/helm || { echo "building helm $(HELM_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@test -x $(TOOLS)/kustomize || { echo "building kustomize $(KUSTOMIZE_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
 
+# golangci-lint, built from the Go module proxy into .tools/bin.
+lint-deps:
+	@$(TOOLS)/golangci-lint version 2>/dev/null | grep -q "$(GOLANGCI_LINT_VERSION:v%=%)" || { echo "building golangci-lint $(GOLANGCI_LINT_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); }
+
 test: deps lint
 	$(GO) test -count=1 ./...
+	$(MAKE) test-race
+
+# The packages with goroutines of their own, under the race detector.
+test-race:
+	$(GO) test -race -count=1 ./collector/... ./nvml/... ./podresources/... ./kube/... ./cgroup/... ./internal/exporter/... ./cmd/...
 
 test-unit:
 	$(GO) test -short ./...
 
-lint:
+lint: lint-deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	$(TOOLS)/golangci-lint run ./...
 
 # Each fuzz target for a short fixed time; the seed corpora run in `make test`.
 fuzz:

@@ -158,7 +158,7 @@ func TestAttribution(t *testing.T) {
 			for i := range v.Unattributed {
 				v.Unattributed[i].Device = nil
 			}
-			if !reflect.DeepEqual(v.Unattributed, tt.unattrib) && !(len(v.Unattributed) == 0 && len(tt.unattrib) == 0) {
+			if !reflect.DeepEqual(v.Unattributed, tt.unattrib) && (len(v.Unattributed) != 0 || len(tt.unattrib) != 0) {
 				t.Errorf("unattributed = %+v, want %+v", v.Unattributed, tt.unattrib)
 			}
 		})

@@ -233,12 +233,6 @@ func mergeRequests(specs, kubelet []ContainerResource) []ContainerResource {
 	return out
 }
 
-func sortedStrings(s []string) []string {
-	out := append([]string(nil), s...)
-	sort.Strings(out)
-	return out
-}
-
 // kubeletRequests counts the device IDs the kubelet allocated: what a
 // container was given is what it asked for, since extended resources admit
 // no overcommit.

@@ -92,9 +92,9 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	}
 	tmp := t.TempDir()
 
-	// KUBE_GPU_EXPORTER_BINARY tests a given build (a release, an image's
-	// binary) instead of the working tree's.
-	exporter := tooltest.ExporterBinary(t)
+	// The simulated node's exporter; KUBE_GPU_EXPORTER_SIM_BINARY tests a
+	// given build instead of the working tree's.
+	exporter := tooltest.SimBinary(t)
 	began := time.Now()
 
 	exporterAddr := tooltest.FreeAddr(t)

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -27,21 +26,20 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
-var exporter struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	tooltest.RemoveBuilt()
 	os.Exit(code)
 }
 
-// exporterBinary is the exporter the deploy tests run.
+// exporterBinary is the production exporter: the one the chart deploys,
+// whose flags the chart's arguments must exist in.
 func exporterBinary(t *testing.T) string { return tooltest.ExporterBinary(t) }
+
+// simBinary is kube-gpu-exporter-sim, which takes every flag of the
+// production exporter: the deploy tests run the chart's arguments on its
+// simulated node.
+func simBinary(t *testing.T) string { return tooltest.SimBinary(t) }
 
 // chartArgs are the exporter arguments of the DaemonSets that the chart
 // (with several value sets) and the kustomize base render.
@@ -94,7 +92,7 @@ func TestDeployedFlagsExistInExporter(t *testing.T) {
 // The exporter starts with each rendered argument list (on the simulated
 // node, on a free local port) and answers the probes' GET /.
 func TestExporterRunsWithDeployedArgs(t *testing.T) {
-	bin := exporterBinary(t)
+	bin := simBinary(t)
 	for name, args := range chartArgs(t) {
 		t.Run(strings.ReplaceAll(name, " ", "-"), func(t *testing.T) {
 			var run []string
@@ -123,7 +121,7 @@ func TestExporterRunsWithDeployedArgs(t *testing.T) {
 // With basic auth in the web configuration the landing page answers 401
 // without credentials: that is why the chart's probes check the TCP port then.
 func TestExporterBasicAuthProtectsProbePath(t *testing.T) {
-	bin := exporterBinary(t)
+	bin := simBinary(t)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +140,7 @@ func TestExporterBasicAuthProtectsProbePath(t *testing.T) {
 // or down. The scraped values are held for four hours in a promtool unit test.
 func TestSimulatedNodeAlerts(t *testing.T) {
 	promtool := tooltest.Require(t, "promtool")
-	bin := exporterBinary(t)
+	bin := simBinary(t)
 	url := startExporter(t, bin, "--simulate", "--nvml.poll-interval=500ms", "--nvml.duty-cycle-window=2s")
 	time.Sleep(3 * time.Second) // fill the duty-cycle window
 	parser := expfmt.NewTextParser(model.UTF8Validation)

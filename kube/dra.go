@@ -9,9 +9,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// DefaultDRADrivers is NVIDIA's DRA driver for GPUs and MIG instances.
-var DefaultDRADrivers = []string{"gpu.nvidia.com"}
-
 // DRADriver is how many devices one DRA driver publishes for this node in
 // its ResourceSlices: the node's capacity (and allocatable: DRA has no
 // separate notion) of that driver's GPUs.

@@ -3,7 +3,6 @@ package kube
 import (
 	"context"
 	"fmt"
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"log/slog"
 	"reflect"
 	"testing"
@@ -11,6 +10,9 @@ import (
 
 	resourcev1 "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
 
 // slice is a ResourceSlice of node publishing the given devices; a device
@@ -48,7 +50,7 @@ func TestResourceSliceDevices(t *testing.T) {
 		slice("new-2", "gpu.nvidia.com", "node-a", testNode, 3, "gpu-2", "no-uuid"),
 		qualified,
 		slice("nic", "nic.example.com", "node-a", testNode, 1, "gpu-7"),
-	}, DefaultDRADrivers)
+	}, resource.DefaultDRADrivers())
 	if want := []DRADriver{{Driver: "gpu.nvidia.com", Devices: 5}}; !reflect.DeepEqual(drivers, want) {
 		t.Errorf("drivers = %+v, want %+v (the newest generation only, other drivers ignored)", drivers, want)
 	}

@@ -42,7 +42,7 @@ type Config struct {
 	// and count the devices DRADrivers publish.
 	DRA bool
 	// DRADrivers are the DRA drivers whose devices are GPUs; nil means
-	// DefaultDRADrivers.
+	// resource.DefaultDRADrivers().
 	DRADrivers []string
 }
 
@@ -133,6 +133,7 @@ type Watcher struct {
 
 	listErrors, watchErrors atomic.Uint64
 	startOnce               sync.Once
+	running                 sync.WaitGroup // the informers' goroutines
 }
 
 // sourceHealth tracks whether one informer's watch is established with no
@@ -150,9 +151,9 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	}
 	cfg.Matcher = defaultMatcher(cfg.Matcher)
 	if cfg.DRADrivers == nil {
-		cfg.DRADrivers = DefaultDRADrivers
+		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
-	w := &Watcher{cfg: cfg, logger: logger.With("source", "kubernetes")}
+	w := &Watcher{cfg: cfg, logger: logger.With("component", "kubernetes")}
 
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
@@ -279,19 +280,24 @@ func (w *Watcher) markUnhealthy(h *sourceHealth, kind string, err error) {
 	}
 }
 
-// Start runs both informers until ctx is cancelled. client-go's own logs
-// are routed to the Watcher's logger. Calling Start more than once has no
-// further effect.
+// Start runs the informers until ctx is cancelled; Wait then waits for them
+// to return. client-go's own logs are routed to the Watcher's logger.
+// Calling Start more than once has no further effect.
 func (w *Watcher) Start(ctx context.Context) {
 	w.startOnce.Do(func() {
 		ctx = klog.NewContext(ctx, logr.FromSlogHandler(w.logger.Handler()))
-		go w.podInformer.RunWithContext(ctx)
-		go w.nodeInformer.RunWithContext(ctx)
+		w.running.Go(func() { w.podInformer.RunWithContext(ctx) })
+		w.running.Go(func() { w.nodeInformer.RunWithContext(ctx) })
 		if w.sliceInformer != nil {
-			go w.sliceInformer.RunWithContext(ctx)
+			w.running.Go(func() { w.sliceInformer.RunWithContext(ctx) })
 		}
 	})
 }
+
+// Wait blocks until the informers Start started have returned, which they
+// do once Start's ctx is cancelled: a shutdown that calls it leaves no
+// watch or goroutine behind. Without Start it returns at once.
+func (w *Watcher) Wait() { w.running.Wait() }
 
 // WaitForSync blocks until the informers have completed their first list
 // or ctx ends, and reports whether they synced.

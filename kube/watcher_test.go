@@ -220,13 +220,14 @@ func startWatcher(t *testing.T, api *fakeAPI) *Watcher {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
+	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, logger)
 	t.Cleanup(func() {
 		cancel()
+		w.Wait()
 		if t.Failed() {
 			t.Logf("watcher logs:\n%s", logs.String())
 		}
 	})
-	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, logger)
 	w.Start(ctx)
 	syncCtx, syncCancel := context.WithTimeout(ctx, 10*time.Second)
 	defer syncCancel()

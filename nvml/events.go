@@ -174,7 +174,8 @@ func eventMatches(k eventKey, info *DeviceInfo) bool {
 // freeEvents releases the event set once waitEvents has returned.
 func (s *Sampler) freeEvents() {
 	if s.events.set != nil {
-		s.lib.EventSetFree(s.events.set)
+		// Nothing is left to do with a set that fails to free at shutdown.
+		_ = s.lib.EventSetFree(s.events.set)
 		s.events.set = nil
 	}
 }

@@ -91,7 +91,7 @@ func (s *Sampler) allocGPM(d *tracked) bool {
 	}
 	b, ret := s.lib.GpmSampleAlloc()
 	if ret != gonvml.SUCCESS {
-		s.lib.GpmSampleFree(a)
+		_ = s.lib.GpmSampleFree(a) // a failed free leaves nothing to retry
 		s.countError(reason(ret))
 		s.log.Warn("GPM sample allocation failed; MIG instance has no duty cycle", "gpu_id", d.info.UUID, "err", reason(ret))
 		s.stopGPM(d)
@@ -116,7 +116,7 @@ func (s *Sampler) freeGPM(d *tracked) {
 	}
 	for _, smp := range []gonvml.GpmSample{d.gpm.prev, d.gpm.cur} {
 		if smp != nil {
-			s.lib.GpmSampleFree(smp)
+			_ = s.lib.GpmSampleFree(smp) // a failed free leaves nothing to retry
 		}
 	}
 	d.gpm.prev, d.gpm.cur, d.gpm.havePrev = nil, nil, false

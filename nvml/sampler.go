@@ -213,7 +213,7 @@ func (s *Sampler) Run(ctx context.Context) {
 			for _, d := range s.devices {
 				s.freeGPM(d)
 			}
-			s.lib.Shutdown()
+			_ = s.lib.Shutdown() // exiting: nothing to do about a failure
 		}
 	}()
 	if s.Polls() == 0 {

@@ -9,6 +9,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
 // fakeClock is a settable clock for deterministic windows.
@@ -27,7 +28,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // mockNode is a dgxa100 mock server whose devices produce one utilization
 // sample per second at util[i] and report used[i] bytes.
 type mockNode struct {
-	srv   *dgxa100.Server
+	srv   *server.Server
 	clock *fakeClock
 	util  []uint32
 	used  []uint64
@@ -42,7 +43,7 @@ func newMockNode(t *testing.T, n int) *mockNode {
 	m.util = make([]uint32, n)
 	m.used = make([]uint64, n)
 	for i, d := range m.srv.Devices {
-		i, dev := i, d.(*dgxa100.Device)
+		i, dev := i, d.(*server.Device)
 		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
 			m.count("samples")
 			now := uint64(m.clock.Now().UnixMicro())
@@ -70,7 +71,7 @@ func newMockNode(t *testing.T, n int) *mockNode {
 
 func (m *mockNode) count(k string) { m.mu.Lock(); m.calls[k]++; m.mu.Unlock() }
 
-func (m *mockNode) dev(i int) *dgxa100.Device { return m.srv.Devices[i].(*dgxa100.Device) }
+func (m *mockNode) dev(i int) *server.Device { return m.srv.Devices[i].(*server.Device) }
 
 func (m *mockNode) sampler(window time.Duration) *Sampler {
 	return NewSampler(m.srv, Config{Window: window, Interval: 5 * time.Second, Now: m.clock.Now})

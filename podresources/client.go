@@ -44,12 +44,9 @@ type Config struct {
 	Matcher *resource.Matcher
 	// DRADrivers are the Dynamic Resource Allocation drivers whose claimed
 	// devices are GPUs; claims of other drivers are dropped on arrival. nil
-	// means DefaultDRADrivers; an empty, non-nil list reads no claims.
+	// means resource.DefaultDRADrivers(); an empty, non-nil list reads no claims.
 	DRADrivers []string
 }
-
-// DefaultDRADrivers is NVIDIA's DRA driver for GPUs and MIG instances.
-var DefaultDRADrivers = []string{"gpu.nvidia.com"}
 
 // ContainerClaim is one device a container got through a ResourceClaim: the
 // driver, pool and device name identify it in the node's ResourceSlices.
@@ -114,7 +111,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Matcher = resource.MustMatcher(resource.DefaultNVIDIA...)
 	}
 	if cfg.DRADrivers == nil {
-		cfg.DRADrivers = DefaultDRADrivers
+		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
 	conn, err := grpc.NewClient("unix://"+cfg.Socket,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

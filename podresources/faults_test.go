@@ -470,10 +470,10 @@ func FuzzConvert(f *testing.F) {
 
 		// Claimed devices of the driver are kept once each or dropped.
 		droppedClaims := map[string]int{}
-		claims := ConvertClaims(list, DefaultDRADrivers, droppedClaims)
+		claims := ConvertClaims(list, resource.DefaultDRADrivers(), droppedClaims)
 		distinct := map[ContainerClaim]bool{}
 		for _, c := range claims {
-			if c.Namespace == "" || c.Pod == "" || c.Container == "" || c.Pool == "" || c.Device == "" || c.Driver != DefaultDRADrivers[0] {
+			if c.Namespace == "" || c.Pod == "" || c.Container == "" || c.Pool == "" || c.Device == "" || c.Driver != resource.DefaultDRADriver {
 				t.Fatalf("kept claim %+v", c)
 			}
 			c.ClaimName = ""

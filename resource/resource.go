@@ -33,6 +33,15 @@ var DefaultNVIDIA = []string{"nvidia.com/gpu", "nvidia.com/gpu.shared", "nvidia.
 // limits, capacity and allocatable.
 var DefaultAll = append(append([]string(nil), DefaultNVIDIA...), "amd.com/gpu")
 
+// DefaultDRADriver is NVIDIA's Dynamic Resource Allocation driver for GPUs
+// and MIG instances: the one driver name the flags, the kubelet and API
+// readers and the simulated node all default to.
+const DefaultDRADriver = "gpu.nvidia.com"
+
+// DefaultDRADrivers returns the DRA drivers read when none are configured,
+// as a new slice each call so no caller can change another's default.
+func DefaultDRADrivers() []string { return []string{DefaultDRADriver} }
+
 // ParseRule turns a flag value such as "nvidia.com/mig-*" or
 // "example.com/accel=acme" into a Rule. Without "=vendor" the vendor is the
 // first label of the resource's domain ("nvidia" for nvidia.com/gpu).

@@ -26,7 +26,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+CGO_CFLAGS=${CGO_CFLAGS:-$(scripts/build-flags.sh cgo-cflags)}
+export CGO_CFLAGS
 export CGO_ENABLED=1
 
 soak=${BENCH_SOAK_SECONDS:-300}
@@ -67,7 +68,7 @@ done
 # --- 2. the binary on a simulated node -------------------------------------
 
 log "building the binary"
-go build -o "$out/kube-gpu-exporter" ./cmd/exporter
+go build -o "$out/kube-gpu-exporter-sim" ./cmd/kube-gpu-exporter-sim
 
 # The size shown is that of the binary deployed, built as `make build` does
 # (stripped), which need not be the one run here on a simulated node.
@@ -154,7 +155,7 @@ hz=$(getconf CLK_TCK)
 
 log "starting the binary on $scenario (port $port)"
 start=$(now_ns)
-"$out/kube-gpu-exporter" --simulate.scenario="$scenario" --web.listen-address="127.0.0.1:$port" --log.level=warn >"$out/exporter.log" 2>&1 &
+"$out/kube-gpu-exporter-sim" --simulate.scenario="$scenario" --web.listen-address="127.0.0.1:$port" --log.level=warn >"$out/exporter.log" 2>&1 &
 pid=$!
 startup_ms=
 deadline=$((start + 30000000000))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (not part of CI): runs the real exporter for SOAK_DURATION
+# Soak test (not part of CI): runs kube-gpu-exporter-sim for SOAK_DURATION
 # (default 10m) on a simulated node whose GPU pods are created and deleted
 # every few seconds, scraping it every second, and prints RSS, goroutines,
 # heap and series over time. It fails when a scrape fails, a deleted pod's
@@ -11,12 +11,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=1
-export CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations"
+CGO_CFLAGS=$(scripts/build-flags.sh cgo-cflags)
+export CGO_CFLAGS
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-go build -o "$dir/kube-gpu-exporter" ./cmd/exporter
+go build -o "$dir/kube-gpu-exporter-sim" ./cmd/kube-gpu-exporter-sim
 go build -o "$dir/soak" ./scripts/soak
 duration=${SOAK_DURATION:-10m}
 row=${SOAK_ROW:-1m}
-exec_args=(-binary "$dir/kube-gpu-exporter" -duration "$duration" -row "$row" -churn "${SOAK_CHURN:-3s}")
+exec_args=(-binary "$dir/kube-gpu-exporter-sim" -duration "$duration" -row "$row" -churn "${SOAK_CHURN:-3s}")
 "$dir/soak" "${exec_args[@]}" "$@"

@@ -66,7 +66,7 @@ type DRA struct {
 }
 
 // DefaultDRADriver is the DRA driver a scenario's dra section defaults to.
-const DefaultDRADriver = "gpu.nvidia.com"
+const DefaultDRADriver = resource.DefaultDRADriver
 
 // Pod is one pod of the scenario.
 type Pod struct {

@@ -26,7 +26,20 @@ var update = flag.Bool("update", false, "rewrite testdata/e2e-output.txt from th
 // startExporter runs the real binary and waits until it serves /metrics.
 func startExporter(t *testing.T, args ...string) *tooltest.Exporter {
 	t.Helper()
-	return tooltest.StartExporter(t, tooltest.ExporterBinary(t), plainReady, args...)
+	return tooltest.StartExporter(t, binaryFor(t, args), plainReady, args...)
+}
+
+// binaryFor returns the binary that takes args: kube-gpu-exporter-sim when
+// they ask for a simulated node (only it has --simulate flags), else the
+// production exporter.
+func binaryFor(t *testing.T, args []string) string {
+	t.Helper()
+	for _, a := range args {
+		if a == "--simulate" || strings.HasPrefix(a, "--simulate.") || strings.HasPrefix(a, "--simulate=") || a == "--no-simulate" {
+			return tooltest.SimBinary(t)
+		}
+	}
+	return tooltest.ExporterBinary(t)
 }
 
 func scrape(t *testing.T, addr string) string {
@@ -46,10 +59,9 @@ func scrape(t *testing.T, addr string) string {
 	return string(b)
 }
 
-// volatile are the families whose values move with time or the machine.
-// Power, temperatures and memory bandwidth follow the simulated load;
-// energy and the time in clock event reasons grow with the clock.
-var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_exporter_scrape_duration_seconds|kube_gpu_power_usage_watts|kube_gpu_energy_joules_total|kube_gpu_temperature_celsius|kube_gpu_memory_bandwidth_utilization_ratio|kube_gpu_clock_event_seconds_total)\{`)
+// volatile are the families whose values move with time, the machine or
+// the readiness polls that came before.
+var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_memory_bandwidth_utilization_ratio|kube_gpu_energy_joules_total|kube_gpu_power_usage_watts|kube_gpu_temperature_celsius|kube_gpu_clock_event_seconds_total|kube_gpu_exporter_scrape_duration_seconds|promhttp_metric_handler_requests_total)\{`)
 
 // normalize drops the Go runtime families and blanks values that move, so
 // the rest of the exposition can be compared byte for byte.
@@ -270,18 +282,29 @@ func TestBadFlagsAndScenarios(t *testing.T) {
 		{[]string{"--simulate.scenario=" + bad}, "line 5"},
 		{[]string{"--simulate.scenario=" + semantic}, "pods[0].containers[0].devices[0]"},
 		{[]string{"--simulate.scenario=/nonexistent.yaml"}, "/nonexistent.yaml"},
+		{[]string{"--no-simulate"}, "--simulate.scenario"},
 	}
 	for _, tt := range tests {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, tooltest.ExporterBinary(t), append(tt.args, "--web.listen-address="+tooltest.FreeAddr(t))...).CombinedOutput()
-		cancel()
-		if err == nil {
-			t.Errorf("%v: exited 0, want an error", tt.args)
-			continue
-		}
-		if !strings.Contains(string(out), tt.want) {
-			t.Errorf("%v: output does not name %q:\n%s", tt.args, tt.want, out)
-		}
+		checkRefused(t, binaryFor(t, tt.args), tt.args, tt.want)
+	}
+	// The production binary carries no simulator, nor its flags.
+	for _, a := range []string{"--simulate", "--simulate.scenario=" + semantic} {
+		checkRefused(t, tooltest.ExporterBinary(t), []string{a}, "unknown long flag '--simulate")
+	}
+}
+
+// checkRefused runs bin with args and wants it to exit non-zero, naming want.
+func checkRefused(t *testing.T, bin string, args []string, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, append(args, "--web.listen-address="+tooltest.FreeAddr(t))...).CombinedOutput()
+	if err == nil {
+		t.Errorf("%s %v: exited 0, want an error", filepath.Base(bin), args)
+		return
+	}
+	if !strings.Contains(string(out), want) {
+		t.Errorf("%s %v: output does not name %q:\n%s", filepath.Base(bin), args, want, out)
 	}
 }
 

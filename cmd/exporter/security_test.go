@@ -42,7 +42,7 @@ import (
 // (TLS, authentication) instead of a plain GET.
 func launch(t *testing.T, ready func(addr string) error, args ...string) *tooltest.Exporter {
 	t.Helper()
-	return tooltest.StartExporter(t, tooltest.ExporterBinary(t), ready, args...)
+	return tooltest.StartExporter(t, binaryFor(t, args), ready, args...)
 }
 
 func plainReady(addr string) error {
@@ -454,7 +454,8 @@ var stormFamilies = []string{
 
 // stableSeries parses a scrape and returns the series that must not differ
 // between concurrent scrapes of an unchanging node (everything but duty
-// cycles, durations and the process's own numbers), one line each.
+// cycles, durations and the process's own numbers, scrapes included), one
+// line each.
 func stableSeries(body string) ([]string, map[string]bool, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
@@ -465,7 +466,7 @@ func stableSeries(body string) ([]string, map[string]bool, error) {
 	var out []string
 	for name, mf := range mfs {
 		names[name] = true
-		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") {
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "promhttp_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -652,7 +653,12 @@ func TestMaxRequestsCap(t *testing.T) {
 		t.Fatalf("%d admitted and %d refused, want %d and %d", ok, busy, limit, n-limit)
 	}
 	k.hold.Store(false)
-	if body := scrape(t, e.Addr); !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
+	body := scrape(t, e.Addr)
+	if !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
 		t.Fatalf("after the storm the kubelet is not up:\n%s", body)
+	}
+	// The refused scrapes are counted, as node_exporter counts them.
+	if want := fmt.Sprintf(`promhttp_metric_handler_requests_total{code="503"} %d`, n-limit); !strings.Contains(body, want) {
+		t.Errorf("want %s in:\n%s", want, body)
 	}
 }

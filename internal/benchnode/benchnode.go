@@ -16,6 +16,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
@@ -139,7 +140,7 @@ func (c Case) NVML(calls *atomic.Uint64) gonvml.Interface {
 	}
 	srv.Devices = srv.Devices[:c.GPUs]
 	for i, d := range srv.Devices {
-		i, dev := i, d.(*dgxa100.Device)
+		i, dev := i, d.(*server.Device)
 		dev.UUID = GPUUUID(i)
 		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
 			calls.Add(1)
@@ -262,7 +263,7 @@ func Start(c Case, dir string, cacheTTL time.Duration) (*Node, error) {
 		want += c.GPUs * MIGPerGPU
 	}
 	if !snap.Up || len(snap.Devices) != want {
-		return nil, fmt.Errorf("sampler saw %d devices (up=%v, err=%v), want %d", len(snap.Devices), snap.Up, snap.Err, want)
+		return nil, fmt.Errorf("sampler saw %d devices (up=%v, want %d): %w", len(snap.Devices), snap.Up, want, snap.Err)
 	}
 	list, alloc := c.PodResources()
 	srv := podresources.NewServer(source{list, alloc})

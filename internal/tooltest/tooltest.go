@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -50,51 +51,100 @@ func Require(t testing.TB, name string) string {
 	return ""
 }
 
+// build is one command of this checkout, built at most once per test
+// process.
+type build struct {
+	pkg, file, env string
+
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// The two commands the end-to-end tests run; they live for the test
+// process, which is why they are package state.
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildPath string
-	buildErr  error
+	exporterBuild = &build{pkg: "./cmd/exporter", file: "kube-gpu-exporter", env: "KUBE_GPU_EXPORTER_BINARY"}
+	simBuild      = &build{pkg: "./cmd/kube-gpu-exporter-sim", file: "kube-gpu-exporter-sim", env: "KUBE_GPU_EXPORTER_SIM_BINARY"}
 )
 
-// ExporterBinary returns the exporter binary the end-to-end tests run: the
-// file named by $KUBE_GPU_EXPORTER_BINARY (a release, a prebuilt binary on a
-// machine without Go), or ./cmd/exporter of this checkout, built once per
-// test process with cgo. RemoveBuilt deletes the build from TestMain.
+// ExporterBinary returns the production exporter binary: the file named by
+// $KUBE_GPU_EXPORTER_BINARY (a release, a prebuilt binary on a machine
+// without Go), or ./cmd/exporter of this checkout, built once per test
+// process with cgo. RemoveBuilt deletes the build from TestMain.
 func ExporterBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("KUBE_GPU_EXPORTER_BINARY"); p != "" {
+	return exporterBuild.binary(t)
+}
+
+// SimBinary returns the simulated node's exporter, which takes every flag of
+// ExporterBinary plus --simulate and --simulate.scenario: the file named by
+// $KUBE_GPU_EXPORTER_SIM_BINARY, or ./cmd/kube-gpu-exporter-sim of this
+// checkout, built once per test process.
+func SimBinary(t testing.TB) string {
+	t.Helper()
+	return simBuild.binary(t)
+}
+
+func (b *build) binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv(b.env); p != "" {
 		abs, err := filepath.Abs(p)
 		if err == nil {
 			_, err = os.Stat(abs)
 		}
 		if err != nil {
-			t.Fatalf("KUBE_GPU_EXPORTER_BINARY: %v", err)
+			t.Fatalf("%s: %v", b.env, err)
 		}
 		return abs
 	}
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("", "kube-gpu-exporter-test-"); buildErr != nil {
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "kube-gpu-exporter-test-"); b.err != nil {
 			return
 		}
-		buildPath = filepath.Join(buildDir, "kube-gpu-exporter")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/exporter")
-		cmd.Dir = RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/exporter: %w\n%s", err, out)
+		b.path = filepath.Join(b.dir, b.file)
+		if b.err = goBuild(b.path, b.pkg); b.err != nil {
+			b.err = fmt.Errorf("build %s: %w", b.pkg, b.err)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildPath
+	return b.path
 }
 
-// RemoveBuilt deletes the binary ExporterBinary built, if any.
+// goBuild builds pkg of this checkout into out with the cgo and version
+// flags of scripts/build-flags.sh, the ones `make build` uses.
+func goBuild(out, pkg string) error {
+	flags := exec.Command("scripts/build-flags.sh", "ldflags")
+	flags.Dir = RepoRoot()
+	ldflags, err := flags.Output()
+	if err != nil {
+		return fmt.Errorf("scripts/build-flags.sh ldflags: %w", err)
+	}
+	cflags := exec.Command("scripts/build-flags.sh", "cgo-cflags")
+	cflags.Dir = RepoRoot()
+	cgo, err := cflags.Output()
+	if err != nil {
+		return fmt.Errorf("scripts/build-flags.sh cgo-cflags: %w", err)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", out, pkg)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CGO_CFLAGS="+strings.TrimSpace(string(cgo)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// RemoveBuilt deletes the binaries ExporterBinary and SimBinary built, if
+// any.
 func RemoveBuilt() {
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	for _, b := range []*build{exporterBuild, simBuild} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 }
 

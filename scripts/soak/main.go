@@ -1,6 +1,7 @@
-// Command soak runs the real exporter binary for a long time against a
-// simulated node whose pods churn, and reports whether memory, goroutines
-// and series stay bounded and whether deleted pods' series go away.
+// Command soak runs the exporter binary (kube-gpu-exporter-sim) for a long
+// time against a simulated node whose pods churn, and reports whether
+// memory, goroutines and series stay bounded and whether deleted pods'
+// series go away.
 //
 // The GPUs come from a GPU-only scenario (--simulate.scenario); the kubelet is
 // a podresources.Server on a private socket whose pods are created and
@@ -8,7 +9,7 @@
 //
 // Usage (scripts/soak.sh wraps it):
 //
-//	go run ./scripts/soak -binary bin/kube-gpu-exporter -duration 10m
+//	go run ./scripts/soak -binary bin/kube-gpu-exporter-sim -duration 10m
 package main
 
 import (
@@ -43,7 +44,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.binary, "binary", "bin/kube-gpu-exporter", "exporter binary to run")
+	flag.StringVar(&o.binary, "binary", "bin/kube-gpu-exporter-sim", "kube-gpu-exporter-sim binary to run")
 	flag.DurationVar(&o.duration, "duration", 10*time.Minute, "how long to run")
 	flag.DurationVar(&o.churn, "churn", 3*time.Second, "how often pods are deleted and created")
 	flag.DurationVar(&o.sample, "sample", 5*time.Second, "how often RSS and goroutines are sampled")
@@ -109,7 +110,10 @@ func run(o options) error {
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case err := <-exited:
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "exporter stopped: %v\n", err)
+			}
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
@@ -156,7 +160,7 @@ loop:
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exporter exited during the soak: %v; log in %s", err, logf.Name())
+			return fmt.Errorf("exporter exited during the soak: %w; log in %s", err, logf.Name())
 		case <-deadline:
 			break loop
 		case now := <-churnT.C:
@@ -264,7 +268,7 @@ func waitUp(client *http.Client, url string, exited <-chan error) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exporter exited at start: %v", err)
+			return fmt.Errorf("exporter exited at start: %w", err)
 		default:
 		}
 		if _, err := get(client, url); err == nil {

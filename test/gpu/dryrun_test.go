@@ -1,6 +1,7 @@
 package gpu
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -72,7 +73,7 @@ func TestDryRunHarness(t *testing.T) {
 
 	h := &harness{
 		mode:         "DRY RUN (simulated node, stand-in nvidia-smi and load: validates the harness, not a GPU)",
-		exporter:     exporterBinary(t),
+		exporter:     simBinary(t),
 		extraArgs:    []string{"--simulate.scenario=" + scenario},
 		window:       2 * time.Second,
 		poll:         250 * time.Millisecond,
@@ -201,7 +202,8 @@ func TestPythonLoadGenerator(t *testing.T) {
 	}
 	for _, args := range [][]string{{"101", "5", "0"}, {"50", "0", "-1"}} {
 		out, err := exec.Command(py, append([]string{filepath.Join("load", "dutyload.py")}, args...)...).CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Errorf("dutyload.py %v: %v, want a usage error (exit 2)\n%s", args, err, out)
 		}
 	}

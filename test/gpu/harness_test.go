@@ -78,7 +78,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envFakeLoad) != "" {
 		os.Exit(fakeDutyLoad(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	tooltest.RemoveBuilt()
+	os.Exit(code)
 }
 
 // harness is one validation run: the exporter, the load, nvidia-smi and the
@@ -431,7 +433,7 @@ func runSMI(cmd *exec.Cmd) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%s: %v: %s%s", strings.Join(cmd.Args, " "), err, out, stderr.Bytes())
+		return "", fmt.Errorf("%s: %w: %s%s", strings.Join(cmd.Args, " "), err, out, stderr.Bytes())
 	}
 	return string(out), nil
 }
@@ -616,8 +618,13 @@ func startFakeKubelet(t *testing.T, uuid string) string {
 // --- the exporter -------------------------------------------------------------
 
 // exporterBinary returns $KUBE_GPU_EXPORTER_BINARY (a prebuilt exporter,
-// for machines without Go) or builds the exporter from this checkout.
+// for machines without Go) or builds the production exporter from this
+// checkout: the one the real-GPU test measures.
 func exporterBinary(t *testing.T) string { return tooltest.ExporterBinary(t) }
+
+// simBinary returns $KUBE_GPU_EXPORTER_SIM_BINARY or builds
+// kube-gpu-exporter-sim, which the dry run points at its simulated node.
+func simBinary(t *testing.T) string { return tooltest.SimBinary(t) }
 
 // exporter is a running exporter binary with a client for its endpoint.
 type exporter struct {

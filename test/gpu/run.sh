@@ -25,11 +25,14 @@ bin=$root/test/gpu/bin
 mkdir -p "$bin"
 
 export CGO_ENABLED=1
-export CGO_CFLAGS="${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations}"
+CGO_CFLAGS=${CGO_CFLAGS:-$(scripts/build-flags.sh cgo-cflags)}
+export CGO_CFLAGS
 
+# The production exporter, with the flags `make build` uses: the real-GPU
+# test measures the binary that is deployed.
 build_exporter() {
 	echo "building the exporter"
-	go build -trimpath -ldflags '-s -w' -o "$bin/kube-gpu-exporter" ./cmd/exporter
+	go build -trimpath -ldflags "$(scripts/build-flags.sh ldflags)" -o "$bin/kube-gpu-exporter" ./cmd/exporter
 }
 
 # The CUDA load generator, when a CUDA compiler is here; otherwise the test

@@ -1,4 +1,4 @@
-package main
+package exporter
 
 import (
 	"context"
@@ -20,9 +20,9 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
 )
 
-// newHandler builds the HTTP routes: the landing page and the metrics path.
+// NewHandler builds the HTTP routes: the landing page and the metrics path.
 // Only GET and HEAD are served.
-func newHandler(o *options, coll *collector.Collector, logger *slog.Logger) (http.Handler, error) {
+func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (http.Handler, error) {
 	labels := prometheus.Labels{}
 	if o.clusterName != "" {
 		labels["cluster_name"] = o.clusterName
@@ -37,13 +37,17 @@ func newHandler(o *options, coll *collector.Collector, logger *slog.Logger) (htt
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	metrics := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
+	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
 	if o.maxRequests > 0 {
-		metrics.inflight = make(chan struct{}, o.maxRequests)
+		scrapes.inflight = make(chan struct{}, o.maxRequests)
 	}
+	// promhttp_metric_handler_requests_total and _in_flight, as
+	// node_exporter serves them: scrapes refused by --web.max-requests are
+	// counted under code 503.
+	metrics := promhttp.InstrumentMetricHandler(wrap, scrapes)
 
 	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        name,
+		Name:        Name,
 		Description: "Per-container and per-node GPU usage, requests, limits, capacity and allocatable for Kubernetes",
 		Version:     version.Info(),
 		Links:       []web.LandingLinks{{Address: o.metricsPath, Text: "Metrics"}},

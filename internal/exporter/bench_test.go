@@ -1,4 +1,4 @@
-package main
+package exporter
 
 import (
 	"context"
@@ -46,7 +46,7 @@ func BenchmarkHandler(b *testing.B) {
 	}
 }
 
-// startHandler serves a benchnode case through newHandler with the
+// startHandler serves a benchnode case through NewHandler with the
 // binary's default flags.
 func startHandler(b *testing.B, c benchnode.Case) http.Handler {
 	b.Helper()
@@ -63,13 +63,13 @@ func startHandler(b *testing.B, c benchnode.Case) http.Handler {
 	if _, err := n.Kubelet.Read(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	o, _, err := parseFlags([]string{"--kube.node-name=gpu-node-01"})
+	o, _, err := Parse([]string{"--kube.node-name=gpu-node-01"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
 	coll := collector.New(collector.Config{NodeName: o.nodeName, Logger: logger, NVMLStaleAfter: time.Hour}, n.Sampler, n.Kubelet, nil)
-	h, err := newHandler(o, coll, logger)
+	h, err := NewHandler(o, coll, logger)
 	if err != nil {
 		b.Fatal(err)
 	}

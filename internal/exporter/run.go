@@ -1,0 +1,236 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"k8s.io/client-go/rest"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/cgroup"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
+)
+
+// Sources is where a command's data comes from. The production command
+// gives the real NVML only; a simulated node also gives its own socket,
+// API server, procfs and name. Empty fields leave the flags' values.
+type Sources struct {
+	// NVML is the NVML library: gonvml.New() or a simulated node's.
+	NVML gonvml.Interface
+	// Socket, when set, replaces --kubelet.pod-resources-socket.
+	Socket string
+	// RESTConfig, when set, is used instead of --kubeconfig or the
+	// in-cluster configuration.
+	RESTConfig *rest.Config
+	// Procfs, when set, replaces --path.procfs.
+	Procfs string
+	// NodeName is used when --kube.node-name (NODE_NAME) is not set; the
+	// hostname when it is empty too.
+	NodeName string
+	// DRADrivers are DRA drivers the source is known to use: they are read
+	// (and DRA enabled) in addition to --dra.driver, since their claims
+	// would otherwise go unreported.
+	DRADrivers []string
+}
+
+// Run wires the sources, the collector and the HTTP server, and blocks
+// until ctx ends or the server fails. o is not changed.
+func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) error {
+	logger.Info("starting "+Name, "version", version.Info(), "build_context", version.BuildContext())
+	matcher, err := resource.NewMatcher(o.resources)
+	if err != nil {
+		return fmt.Errorf("--gpu.resource: %w", err)
+	}
+	o, err = o.with(src, logger)
+	if err != nil {
+		return err
+	}
+	// Cancelled on every return, so that the informers stop also when the
+	// server fails.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	nvcfg := nvml.Config{
+		Window: o.window, Interval: o.pollInterval, RetryInterval: o.retryInterval, Logger: logger,
+		Processes: o.perProcess,
+		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents,
+	}
+	var owners collector.OwnerSource
+	if o.perProcess {
+		// GPU processes' cgroups are read after each NVML poll, off the
+		// scrape path.
+		resolver := cgroup.NewResolver(cgroup.Reader{Root: o.procfs})
+		nvcfg.AfterPoll = resolver.Update
+		owners = resolver
+	}
+	sampler := nvml.NewSampler(src.NVML, nvcfg)
+	sampler.Poll() // the first scrape already has devices
+	samplerDone := make(chan struct{})
+	go func() { defer close(samplerDone); sampler.Run(ctx) }()
+
+	draDrivers := []string{} // no claims read
+	if o.draEnabled {
+		draDrivers = o.draDrivers
+	}
+	kubelet, err := podresources.New(podresources.Config{
+		Socket: o.socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
+		DRADrivers: draDrivers,
+	})
+	if err != nil {
+		return fmt.Errorf("pod-resources client: %w", err)
+	}
+	defer kubelet.Close()
+
+	var specs collector.SpecSource = kube.Unavailable{Reason: errors.New("the Kubernetes API is not in use")}
+	if w := startWatcher(ctx, o, src.RESTConfig, matcher, logger); w != nil {
+		specs = w // a nil *kube.Watcher must not become a non-nil interface
+		defer stopWatcher(cancel, w, logger)
+	}
+
+	coll := collector.New(collector.Config{
+		NodeName: o.nodeName, Matcher: matcher, Logger: logger,
+		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
+		PerProcess:     o.perProcess, Owners: owners,
+		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents,
+	}, sampler, kubelet, specs)
+
+	handler, err := NewHandler(o, coll, logger)
+	if err != nil {
+		return err
+	}
+	if err := serve(ctx, o, handler, logger); err != nil {
+		return err
+	}
+	select {
+	case <-samplerDone:
+	case <-time.After(2 * time.Second):
+		logger.Warn("NVML poll still running at exit; not waiting for it")
+	}
+	return nil
+}
+
+// with returns a copy of o with the sources' overrides and defaults
+// applied and the node name settled.
+func (o *Options) with(src Sources, logger *slog.Logger) (*Options, error) {
+	c := *o
+	c.draDrivers = slices.Clone(o.draDrivers)
+	for _, d := range src.DRADrivers {
+		if !c.draEnabled || !slices.Contains(c.draDrivers, d) {
+			c.draEnabled = true
+			if !slices.Contains(c.draDrivers, d) {
+				c.draDrivers = append(c.draDrivers, d)
+			}
+			logger.Info("the source has a DRA driver: DRA enabled", "driver", d)
+		}
+	}
+	if src.Socket != "" {
+		c.socket = src.Socket
+	}
+	if src.Procfs != "" {
+		c.procfs = src.Procfs
+	}
+	if c.nodeName == "" {
+		c.nodeName = src.NodeName
+	}
+	if c.nodeName == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("no --kube.node-name and no hostname: %w", err)
+		}
+		c.nodeName = h
+		logger.Warn("--kube.node-name (NODE_NAME) not set; using the hostname", "node", h)
+	}
+	return &c, nil
+}
+
+// startWatcher starts the Kubernetes informers, or returns nil (with one log
+// line saying why) when the API is disabled or not configured: requests,
+// limits, capacity and allocatable then come from the kubelet and NVML.
+func startWatcher(ctx context.Context, o *Options, cfg *rest.Config, m *resource.Matcher, logger *slog.Logger) *kube.Watcher {
+	if !o.kubeEnabled {
+		logger.Info("Kubernetes API disabled (--no-kube.enabled): requests, limits, capacity and allocatable come from the kubelet and NVML")
+		return nil
+	}
+	if cfg == nil {
+		var err error
+		if cfg, err = kube.RESTConfig(o.kubeconfig); err != nil {
+			logger.Warn("Kubernetes API not available: requests, limits, capacity and allocatable come from the kubelet and NVML", "err", err)
+			return nil
+		}
+	}
+	client, err := kube.NewClient(cfg)
+	if err != nil {
+		logger.Warn("Kubernetes client", "err", err)
+		return nil
+	}
+	w := kube.NewWatcher(client, kube.Config{NodeName: o.nodeName, Matcher: m, DRA: o.draEnabled, DRADrivers: o.draDrivers}, logger)
+	w.Start(ctx)
+	// Give the informers a moment so the first scrape already has specs;
+	// until they sync, the kubelet/NVML fallback serves.
+	syncCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if !w.WaitForSync(syncCtx) {
+		logger.Info("Kubernetes informers not synced yet; serving kubelet/NVML-derived values until they are")
+	}
+	return w
+}
+
+// stopWatcher cancels the informers' context and waits for them, for a
+// bounded time: an exit must not hang on an unreachable API server.
+func stopWatcher(cancel context.CancelFunc, w *kube.Watcher, logger *slog.Logger) {
+	cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); w.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		logger.Warn("Kubernetes informers still running at exit; not waiting for them")
+	}
+}
+
+// serve runs the HTTP server until ctx ends (then shuts it down) or it
+// fails.
+func serve(ctx context.Context, o *Options, handler http.Handler, logger *slog.Logger) error {
+	// Scrapes still waiting on a source when shutdown starts are cancelled
+	// rather than waited for.
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	defer cancelServe()
+	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return serveCtx },
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(srv, o.web, logger) }()
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	cancelServe()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	return nil
+}
