@@ -10,9 +10,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
-
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 )
@@ -116,15 +114,11 @@ func (n *Node) buildNVML() gonvml.Interface {
 			used := n.MemoryUsed(i)
 			return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
 		}
-		// Telemetry and health calls: answered NOT_SUPPORTED until the
-		// scenario gives the GPU a profile.
-		nvmltest.Apply(&dev.Device, nvmltest.Profile{})
 		if profiles, ok := n.scenario.MIG[i]; ok {
 			n.partition(dev, i, profiles)
 		}
 		n.applyTelemetry(dev, i)
 	}
-	nvmltest.NoEvents(&srv.Interface)
 	n.serveGPM(srv)
 	n.serveEvents(srv)
 	return srv
