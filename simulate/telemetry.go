@@ -9,7 +9,7 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
@@ -191,7 +191,7 @@ func (g *gpuSim) profile() nvmltest.Profile {
 // applyTelemetry serves GPU i's telemetry and health calls: the moving
 // ones (power, temperatures, time in clock event reasons) computed at
 // each call, the rest through nvmltest.Apply.
-func (n *Node) applyTelemetry(dev *dgxa100.Device, i int) {
+func (n *Node) applyTelemetry(dev *server.Device, i int) {
 	g := &gpuSim{n: n, i: i, st: n.scenario.GPUState[i], spec: specOf(n.scenario.Model), energyAt: n.started}
 	dev.GetPowerUsageFunc = func() (uint32, gonvml.Return) {
 		return uint32(math.Round(g.powerW(n.now()) * 1e3)), gonvml.SUCCESS
@@ -259,7 +259,7 @@ type xidSchedule struct {
 
 // serveEvents installs a mock event set on srv that reports the
 // scenario's Xid events.
-func (n *Node) serveEvents(srv *dgxa100.Server) {
+func (n *Node) serveEvents(srv *server.Server) {
 	var ev nvmltest.Events
 	ev.Install(&srv.Interface)
 	sched := &n.xids
