@@ -116,6 +116,8 @@ func Cluster() *Dashboard {
 	b.add(24, 9, bargauge("Fullest GPUs", "The ten GPUs with the largest share of their memory in use.", unitPercent, memoryThresholds(),
 		instant("topk(10, "+memPct+")", "{{node}} {{gpu_id}}")))
 
+	clusterHealth(b, nodeSel)
+
 	b.row("Exporters")
 	b.add(8, 6, stat("Exporters with a source up", "Exporters whose last query of each source succeeded.", unitCount, neutralThresholds(),
 		instant(`sum by (source) (kube_gpu_exporter_up{cluster_name=~"$cluster"})`, "{{source}}")))

@@ -157,7 +157,8 @@ func TestStructure(t *testing.T) {
 }
 
 // checkUnit: duty cycle values are shown in percent, memory amounts in bytes
-// and memory shares in percent. Counts (count(), count_over_time), time
+// and memory shares in percent (memory clocks and temperatures are not
+// memory amounts). Counts (count(), count_over_time), time
 // spent in a state (sums of "< bool" comparisons) and the exporter's own
 // metrics (joined to a node through GPU metrics) are exempt.
 func checkUnit(t *testing.T, p *jsonPanel, tg jsonTarget) {
@@ -168,7 +169,7 @@ func checkUnit(t *testing.T, p *jsonPanel, tg jsonTarget) {
 	}
 	unit := p.columnUnit(tg)
 	switch {
-	case strings.Contains(e, "memory"):
+	case strings.Contains(e, "Gpumemory") || strings.Contains(e, "memory_used_bytes"):
 		want := "bytes"
 		if strings.Contains(e, "100 *") {
 			want = "percent"

@@ -67,6 +67,8 @@ func Node() *Dashboard {
 		series("count(count by (gpu_id) ("+m("containerGpuDutyCycle", nodeSel)+")) or vector(0)", "held"),
 		series(fmt.Sprintf("count(%s unless on (gpu_id) %s) or vector(0)", m("nodeGpuDutyCycle", nodeSel), m("containerGpuDutyCycle", nodeSel)), "free")))
 
+	nodeHealth(b, nodeSel)
+
 	b.row("Containers")
 	b.add(12, 9, timeseries("Duty cycle by container", "Duty cycle of the GPUs each container on the node holds.", unitPercent, dutyThresholds(),
 		series("max by (namespace, pod, container, gpu_id) ("+m("containerGpuDutyCycle", ctrSel)+")", "{{namespace}}/{{pod}}/{{container}} {{gpu_id}}")))

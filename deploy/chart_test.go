@@ -297,8 +297,9 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 func TestHelmPrometheusRulePassesPromtool(t *testing.T) {
 	promtool := tooltest.Require(t, "promtool")
 	pr := only[*prometheusRule](t, helmTemplate(t, "--set", "prometheusRule.enabled=true"))
-	if len(pr.Spec.Groups) != 3 {
-		t.Errorf("groups = %d, want 3", len(pr.Spec.Groups))
+	// Recording rules, GPU alerts, GPU health alerts, exporter alerts.
+	if len(pr.Spec.Groups) != 4 {
+		t.Errorf("groups = %d, want 4", len(pr.Spec.Groups))
 	}
 	f := filepath.Join(t.TempDir(), "rules.yaml")
 	writeYAML(t, f, pr.Spec)

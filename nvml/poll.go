@@ -32,6 +32,9 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 			return s.lose(d)
 		}
 	}
+	if d.info.IsMIG() && s.cfg.Events && s.events.set != nil {
+		r.Xid, r.LastXid = s.xidOf(&d.info) // events naming the instance
+	}
 	used, total, ret := s.memory(d)
 	switch ret {
 	case gonvml.SUCCESS:

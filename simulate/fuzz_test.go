@@ -26,6 +26,9 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("gpus: 64\n"))
 	f.Add([]byte("gpus: 3\ndra:\n  devices: [\"0\", \"1\"]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        claim: x\n        devices: [\"1\"]\n      - name: d\n        claim: x\n        devices: [\"1\"]\n"))
 	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 2\nmig:\n  1: [3g.40gb, 2g.20gb, 1g.10gb]\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/mig-2g.20gb\n        devices: [\"1/1\"]\n        memoryGiB: 30\n"))
+	f.Add([]byte("gpus: 2\ngpuState:\n  1:\n    powerWatts: 350.5\n    powerLimitWatts: 400\n    temperature: 88\n    memoryTemperature: 95\n    smClockMHz: 1095\n    smMaxClockMHz: 1410\n    clockEvents: [sw_thermal_slowdown, hw_power_brake_slowdown]\n    ecc: {correctedVolatile: 3, correctedAggregate: 10, uncorrectedVolatile: 1, uncorrectedAggregate: 1}\n    remappedRows: {correctable: 2, uncorrectable: 1, pending: true, failed: false}\n    xid: [{after: 0s, code: 79}, {after: 1m, code: 48}]\n"))
+	f.Add([]byte("model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [3g.40gb, 1g.10gb]\ngpuState:\n  0: {xid: [{after: 5s, code: 43, instance: 1}]}\n"))
+	f.Add([]byte("gpus: 1\ngpuState:\n  0: {temperature: 151, clockEvents: [nope], ecc: {uncorrectedVolatile: 2}}\n"))
 	f.Add([]byte("{}"))
 	matcher := resource.MustMatcher(resource.DefaultAll...)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -90,6 +93,19 @@ func FuzzParse(f *testing.F) {
 				checkDev("allocatable."+res, d)
 			}
 		}
+		for g, st := range s.GPUState {
+			if g < 0 || g >= s.GPUs {
+				t.Fatalf("accepted gpuState for GPU %d of %d", g, s.GPUs)
+			}
+			if st.PowerLimitWatts != nil && !(*st.PowerLimitWatts >= 1 && *st.PowerLimitWatts <= 2000) {
+				t.Fatalf("accepted power limit %v", *st.PowerLimitWatts)
+			}
+			for _, x := range st.Xid {
+				if x.Code < 1 || x.After < 0 || (x.Instance != nil && *x.Instance >= len(s.MIG[g])) {
+					t.Fatalf("accepted Xid %+v on GPU %d", x, g)
+				}
+			}
+		}
 		if s.GPUs > 8 {
 			return // starting big nodes costs more than it finds
 		}
@@ -114,6 +130,9 @@ func startAndCheck(t *testing.T, s *Scenario) {
 			t.Fatalf("GPU %d utilization %v", i, u)
 		}
 		dev, _ := n.NVML.DeviceGetHandleByIndex(i)
+		if w, ret := dev.GetPowerUsage(); ret != gonvml.SUCCESS || w > 2_000_000 {
+			t.Fatalf("GPU %d power %d mW (%v)", i, w, ret)
+		}
 		mem, ret := dev.GetMemoryInfo_v2()
 		if ret != gonvml.SUCCESS || mem.Used > mem.Total {
 			t.Fatalf("GPU %d memory %d of %d (%v)", i, mem.Used, mem.Total, ret)

@@ -63,6 +63,8 @@ type Node struct {
 
 	scenario *Scenario
 	now      func() time.Time
+	started  time.Time // Xid offsets and energy count from here
+	xids     xidSchedule
 	holders  map[devKey][]holder
 	server   *fakekubelet.Server
 	api      *apiServer
@@ -78,7 +80,7 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 	if now == nil {
 		now = time.Now
 	}
-	n := &Node{Name: s.Node, scenario: s, now: now, holders: map[devKey][]holder{}}
+	n := &Node{Name: s.Node, scenario: s, now: now, started: now(), holders: map[devKey][]holder{}}
 	n.buildHolders()
 	n.NVML = n.buildNVML()
 	if len(s.Pods) == 0 {
@@ -109,8 +111,10 @@ func Start(s *Scenario, now func() time.Time) (*Node, error) {
 	return n, nil
 }
 
-// Close stops the simulated kubelet and API server and removes their files.
+// Close stops the simulated kubelet, API server and scheduled Xid events,
+// and removes their files.
 func (n *Node) Close() {
+	n.xids.closed.Store(true)
 	if n.server != nil {
 		n.server.Stop()
 	}

@@ -10,9 +10,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
-
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 )
@@ -56,7 +54,15 @@ func (n *Node) buildNVML() gonvml.Interface {
 			}
 			return p, gonvml.SUCCESS
 		}
-		dev.GetSamplesFunc = func(_ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+		dev.GetSamplesFunc = func(typ gonvml.SamplingType, last uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			share := 1.0
+			switch typ {
+			case gonvml.GPU_UTILIZATION_SAMPLES:
+			case gonvml.MEMORY_UTILIZATION_SAMPLES:
+				share = memoryShare
+			default:
+				return 0, nil, gonvml.ERROR_NOT_SUPPORTED
+			}
 			now := n.now()
 			from := now.Add(-nvmlHistory).Truncate(samplePeriod)
 			var out []gonvml.Sample
@@ -65,7 +71,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 				if ts <= last {
 					continue
 				}
-				v := uint32(math.Round(n.Utilization(i, t)))
+				v := uint32(math.Round(share * n.Utilization(i, t)))
 				out = append(out, gonvml.Sample{TimeStamp: ts, SampleValue: nvml.EncodeUint32Sample(v)})
 			}
 			if len(out) == 0 {
@@ -74,7 +80,8 @@ func (n *Node) buildNVML() gonvml.Interface {
 			return gonvml.VALUE_TYPE_UNSIGNED_INT, out, gonvml.SUCCESS
 		}
 		dev.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
-			return gonvml.Utilization{Gpu: uint32(math.Round(n.Utilization(i, n.now())))}, gonvml.SUCCESS
+			u := n.Utilization(i, n.now())
+			return gonvml.Utilization{Gpu: uint32(math.Round(u)), Memory: uint32(math.Round(memoryShare * u))}, gonvml.SUCCESS
 		}
 		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
 			total := dev.MemoryInfo.Total
@@ -107,15 +114,13 @@ func (n *Node) buildNVML() gonvml.Interface {
 			used := n.MemoryUsed(i)
 			return gonvml.Memory{Total: total, Used: used, Free: total - used}, gonvml.SUCCESS
 		}
-		// Telemetry and health calls: answered NOT_SUPPORTED until the
-		// scenario gives the GPU a profile.
-		nvmltest.Apply(&dev.Device, nvmltest.Profile{})
 		if profiles, ok := n.scenario.MIG[i]; ok {
 			n.partition(dev, i, profiles)
 		}
+		n.applyTelemetry(dev, i)
 	}
-	nvmltest.NoEvents(&srv.Interface)
 	n.serveGPM(srv)
+	n.serveEvents(srv)
 	return srv
 }
 

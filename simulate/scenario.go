@@ -51,6 +51,10 @@ type Scenario struct {
 	// devices in a ResourceSlice of this node; containers get them through
 	// claims (Container.Claim) instead of the device plugin.
 	DRA *DRA `yaml:"dra"`
+	// GPUState sets what a GPU reports beyond utilization and memory
+	// (power, temperatures, clocks, throttling, memory errors, Xid
+	// events): GPU index -> its state. GPUs left out report a healthy GPU.
+	GPUState map[int]GPUState `yaml:"gpuState"`
 }
 
 // DRA is the node's DRA driver and the devices it publishes.
@@ -191,6 +195,7 @@ func (s *Scenario) validate() error {
 	}
 	m := resource.MustMatcher(resource.DefaultAll...)
 	s.validateMIG(bad)
+	s.validateGPUState(bad)
 	checkDevs := func(path, res string, devs []string) {
 		for k, d := range devs {
 			at := fmt.Sprintf("%s[%d]", path, k)

@@ -425,7 +425,8 @@ func stableSeries(body string) ([]string, map[string]bool, error) {
 	var out []string
 	for name, mf := range mfs {
 		names[name] = true
-		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "promhttp_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") {
+		if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "promhttp_") || strings.Contains(name, "DutyCycle") || strings.Contains(name, "duration") ||
+			volatile.MatchString(name+"{") { // energy and the like move with the clock
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -553,7 +554,9 @@ func TestScrapeStorm(t *testing.T) {
 	// 200 scrapes at once with no cap is the worst case (the default
 	// --web.max-requests=40 admits a fifth of it); their buffers are
 	// transient, so the peak is bounded by the storm, not by its repetition.
-	if peakRSS > rss0+128<<20 {
+	// With the telemetry and health families (about 70 series per GPU) a
+	// scrape of the 8 GPUs is about three times the size it was without.
+	if peakRSS > rss0+192<<20 {
 		t.Errorf("peak RSS %d MiB during the storms, %d MiB before", peakRSS>>20, rss0>>20)
 	}
 }

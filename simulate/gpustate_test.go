@@ -1,0 +1,132 @@
+package simulate
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
+)
+
+// TestSimulatedTelemetry reads the built-in node through the sampler on a
+// clock the test moves: defaults follow the load, gpuState overrides them,
+// energy integrates power, and the scheduled Xid arrives after its offset.
+func TestSimulatedTelemetry(t *testing.T) {
+	var at atomic.Int64
+	at.Store(1_800_000_000)
+	now := func() time.Time { return time.Unix(at.Load(), 0) }
+	n, err := Start(Builtin(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := nvml.NewSampler(n.NVML, nvml.Config{Window: 10 * time.Second, Interval: 20 * time.Millisecond, Now: now, Telemetry: true, Health: true, Events: true})
+	s.Poll()
+	d := s.Snapshot().Devices
+	trainer, hot, idle := d[0].Telemetry, d[3].Telemetry, d[5].Telemetry
+	if !(trainer.PowerWatts.V > 300 && trainer.PowerWatts.V <= 400) || trainer.PowerLimitWatts.V != 400 {
+		t.Errorf("trainer GPU power %v of %v W, want near the 400 W limit", trainer.PowerWatts, trainer.PowerLimitWatts)
+	}
+	if !(idle.PowerWatts.V >= 59 && idle.PowerWatts.V < 65) || !(idle.TempGPU.V >= 35 && idle.TempGPU.V < 37) {
+		t.Errorf("idle GPU at %v W, %v C; want about 60 W, 35 C", idle.PowerWatts, idle.TempGPU)
+	}
+	if hot.TempGPU.V != 88 || hot.TempMemory.V != 95 || hot.SMClockHz.V != 1095e6 || hot.SMClockMaxHz.V != 1410e6 {
+		t.Errorf("throttled GPU: %+v", hot)
+	}
+	for _, r := range nvml.ClockEventReasons {
+		want := r.Name == "sw_thermal_slowdown" || r.Name == "hw_thermal_slowdown"
+		if got := hot.ClockEvents&r.Bit != 0; got != want {
+			t.Errorf("throttled GPU reason %s active = %v", r.Name, got)
+		}
+	}
+	if d[7].Telemetry.ClockEvents != 0 || d[2].Telemetry.ClockEvents != 0 {
+		t.Errorf("busy GPUs report clock events %x, %x", d[2].Telemetry.ClockEvents, d[7].Telemetry.ClockEvents)
+	}
+	h := d[4].Health
+	if !h.ECC[1][0].OK || h.ECC[1][0].V != 0 || !h.RemappedRows[1].OK || h.RemapFailed.V != 0 || !h.RecoveryAction.OK {
+		t.Errorf("healthy GPU health = %+v", h)
+	}
+	if len(d[4].Xid) != 0 {
+		t.Fatalf("Xid before its offset: %v", d[4].Xid)
+	}
+	e0 := d[0].Telemetry.EnergyJoules.V
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	at.Add(25)
+	for deadline := time.Now().Add(5 * time.Second); len(s.Snapshot().Devices[4].Xid) == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	d = s.Snapshot().Devices
+	if got := d[0].Telemetry.EnergyJoules.V - e0; !(got > 25*300 && got <= 25*400) {
+		t.Errorf("energy moved %v J in 25 s at %v W", got, d[0].Telemetry.PowerWatts.V)
+	}
+	if d[4].Xid[79] != 1 || len(d[3].Xid) != 0 {
+		t.Errorf("Xids after the offset: GPU 4 %v, GPU 3 %v", d[4].Xid, d[3].Xid)
+	}
+	if secs := d[3].Telemetry.ClockEventSeconds; len(secs) == 0 {
+		t.Errorf("no clock event times")
+	}
+	n.Close()
+}
+
+func TestGPUStateErrors(t *testing.T) {
+	for yaml, want := range map[string]string{
+		"gpus: 1\ngpuState:\n  1: {temperature: 50}\n":                           "gpuState.1: GPU 1 does not exist",
+		"gpus: 1\ngpuState:\n  0: {temperature: 500}\n":                          "gpuState.0.temperature: 500 is out of range",
+		"gpus: 1\ngpuState:\n  0: {powerWatts: -1}\n":                            "gpuState.0.powerWatts",
+		"gpus: 1\ngpuState:\n  0: {powerLimitWatts: .nan}\n":                     "gpuState.0.powerLimitWatts",
+		"gpus: 1\ngpuState:\n  0: {smClockMHz: 2000, smMaxClockMHz: 1410}\n":     "gpuState.0.smClockMHz: 2000 is above",
+		"gpus: 1\ngpuState:\n  0: {clockEvents: [too_hot]}\n":                    `gpuState.0.clockEvents[0]: unknown reason "too_hot"`,
+		"gpus: 1\ngpuState:\n  0: {clockEvents: [gpu_idle, gpu_idle]}\n":         "gpuState.0.clockEvents[1]",
+		"gpus: 1\ngpuState:\n  0: {ecc: {uncorrectedVolatile: 2}}\n":             "gpuState.0.ecc: an aggregate count",
+		"gpus: 1\ngpuState:\n  0: {ecc: {correctedVolatile: -1}}\n":              "gpuState.0.ecc: counts cannot be negative",
+		"gpus: 1\ngpuState:\n  0: {remappedRows: {uncorrectable: -2}}\n":         "gpuState.0.remappedRows",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: -1s, code: 79}]}\n":             "gpuState.0.xid[0].after",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 0}]}\n":               "gpuState.0.xid[0].code",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 79, instance: 0}]}\n": "gpuState.0.xid[0].instance: GPU 0 has 0 MIG instances",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: soon, code: 79}]}\n":            "invalid duration",
+		"gpus: 1\ngpuState:\n  0: {fanSpeed: 3}\n":                               "field fanSpeed not found",
+	} {
+		_, err := Parse([]byte(yaml))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", yaml, err, want)
+		}
+	}
+}
+
+// TestXidOnMIGInstance: an Xid with instance set names that instance's
+// GPU and compute instance IDs, as the driver's event does.
+func TestXidOnMIGInstance(t *testing.T) {
+	sc, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb, 3g.40gb]\ngpuState:\n  0:\n    xid: [{after: 1s, code: 43, instance: 1}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	n, err := Start(sc, func() time.Time { return at })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if _, ret := n.NVML.EventSetWait(nil, 1); ret != gonvml.ERROR_TIMEOUT {
+		t.Fatalf("event before its offset: %v", ret)
+	}
+	at = at.Add(time.Second)
+	ev, ret := n.NVML.EventSetWait(nil, 1)
+	if ret != gonvml.SUCCESS {
+		t.Fatalf("no event after the offset: %v", ret)
+	}
+	uuid, _ := ev.Device.GetUUID()
+	if uuid != UUID(0) || ev.EventData != 43 || ev.GpuInstanceId != uint32(MIGInstanceID(1)) || ev.ComputeInstanceId != 0 {
+		t.Errorf("event = %s %+v", uuid, ev)
+	}
+	n.Close()
+	at = at.Add(time.Hour)
+	if _, ret := n.NVML.EventSetWait(nil, 1); ret != gonvml.ERROR_TIMEOUT {
+		t.Errorf("event after Close: %v", ret)
+	}
+}
