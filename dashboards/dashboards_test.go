@@ -296,6 +296,8 @@ func TestThresholdsMatchAlerts(t *testing.T) {
 		{"GPUSaturated", ">", 1, dashboards.SaturatedDutyCycle},
 		{"GPUMemoryNearlyFull", ">", 100, dashboards.MemoryNearlyFull},
 		{"GPUClusterAllocationNearlyExhausted", ">", 100, dashboards.AllocationNearlyExhausted},
+		{"GPUBusyButUnderused", "<", 1, dashboards.UnderusedSMActive / 100},
+		{"GPUBusyButUnderused", ">", 1, dashboards.BusyDutyCycle},
 	}
 	for _, c := range cases {
 		expr, ok := alerts[c.alert]

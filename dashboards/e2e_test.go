@@ -36,12 +36,14 @@ const (
 var keepAlerts = map[string]bool{"GPUSaturated": true}
 
 // expectedFiring is what the simulated node must trigger: the notebook's
-// GPU sits idle, one of the trainer's GPUs is thermally throttled, and the
+// GPU sits idle, one of the trainer's GPUs is thermally throttled, the
+// trainer keeps its GPUs busy with a quarter of their SMs active, and the
 // inference server's GPU reports Xid 79 20 seconds after start, which
 // fails it.
 var expectedFiring = []map[string]string{
 	{"alertname": "GPUAllocatedIdle", "namespace": "notebooks", "pod": "jupyter-alice", "container": "notebook"},
 	{"alertname": "GPUThrottled", "namespace": "ml-training", "pod": "trainer-0", "gpu_id": "GPU-00000000-0000-4000-8000-000000000003"},
+	{"alertname": "GPUBusyButUnderused", "namespace": "ml-training", "pod": "trainer-0", "container": "trainer"},
 	{"alertname": "GPUCriticalXid", "namespace": "inference", "pod": "llm-server-0", "xid": "79"},
 	{"alertname": "GPUFailed", "namespace": "inference", "pod": "llm-server-0", "reason": "xid"},
 }
@@ -443,6 +445,11 @@ var expectations = map[expectKey]func([]sample) error{
 	{"kube-gpu-exporter-workload", "Requested", "A", "ml-training"}:              rowsWhere("resource", "nvidia.com/gpu", 1, func(v float64) bool { return v == 4 }, "4 GPUs"),
 	{"kube-gpu-exporter-workload", "Idle GPUs", "A", "notebooks"}:                single(1),
 	{"kube-gpu-exporter-workload", "Idle GPUs", "A", "ml-training"}:              single(0),
+	{"kube-gpu-exporter-node", "GPUs without GPM", "A", "all"}:                   single(0),
+	{"kube-gpu-exporter-workload", "SM activity vs duty cycle per container", "A", "ml-training"}: rowsWhere("pod", "trainer-0", 4,
+		func(v float64) bool { return v > 15 && v < 30 }, "SM active 15-30 %"),
+	{"kube-gpu-exporter-workload", "SM activity vs duty cycle per container", "B", "ml-training"}: rowsWhere("pod", "trainer-0", 4,
+		func(v float64) bool { return v > 80 }, "duty cycle above 80 %"),
 }
 
 var expectationsMet = map[expectKey]bool{}

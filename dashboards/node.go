@@ -67,6 +67,7 @@ func Node() *Dashboard {
 		series("count(count by (gpu_id) ("+m("containerGpuDutyCycle", nodeSel)+")) or vector(0)", "held"),
 		series(fmt.Sprintf("count(%s unless on (gpu_id) %s) or vector(0)", m("nodeGpuDutyCycle", nodeSel), m("containerGpuDutyCycle", nodeSel)), "free")))
 
+	nodeProfiling(b, nodeSel, dev)
 	nodeHealth(b, nodeSel)
 
 	b.row("Containers")

@@ -52,6 +52,8 @@ func Workload() *Dashboard {
 		unitPercent, memoryThresholds(),
 		series(fmt.Sprintf("100 * max by (%s) (%s)\n  / max by (%s) (%s)", dev, m("containerGpumemoryUsedBytes", wSel), dev, m("containerGpumemoryTotalBytes", wSel)), "{{pod}}/{{container}} {{gpu_id}}")))
 
+	workloadProfiling(b, wSel, dev)
+
 	b.row("Requests and limits")
 	b.add(12, 8, table("Requests and limits per container", "GPU requests against limits of each container, per resource.",
 		[]column{{Name: "Requests", Unit: unitCount}, {Name: "Limits", Unit: unitCount}}, nil, "Requests",

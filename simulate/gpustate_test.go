@@ -27,13 +27,13 @@ func TestSimulatedTelemetry(t *testing.T) {
 	s.Poll()
 	d := s.Snapshot().Devices
 	trainer, hot, idle := d[0].Telemetry, d[3].Telemetry, d[5].Telemetry
-	if !(trainer.PowerWatts.V > 300 && trainer.PowerWatts.V <= 400) || trainer.PowerLimitWatts.V != 400 {
-		t.Errorf("trainer GPU power %v of %v W, want near the 400 W limit", trainer.PowerWatts, trainer.PowerLimitWatts)
+	if !(trainer.PowerWatts.V > 600 && trainer.PowerWatts.V <= 700) || trainer.PowerLimitWatts.V != 700 {
+		t.Errorf("trainer GPU power %v of %v W, want near the H100's 700 W limit", trainer.PowerWatts, trainer.PowerLimitWatts)
 	}
-	if !(idle.PowerWatts.V >= 59 && idle.PowerWatts.V < 65) || !(idle.TempGPU.V >= 35 && idle.TempGPU.V < 37) {
-		t.Errorf("idle GPU at %v W, %v C; want about 60 W, 35 C", idle.PowerWatts, idle.TempGPU)
+	if !(idle.PowerWatts.V >= 104 && idle.PowerWatts.V < 113) || !(idle.TempGPU.V >= 35 && idle.TempGPU.V < 37) {
+		t.Errorf("idle GPU at %v W, %v C; want about 105 W, 35 C", idle.PowerWatts, idle.TempGPU)
 	}
-	if hot.TempGPU.V != 88 || hot.TempMemory.V != 95 || hot.SMClockHz.V != 1095e6 || hot.SMClockMaxHz.V != 1410e6 {
+	if hot.TempGPU.V != 88 || hot.TempMemory.V != 95 || hot.SMClockHz.V != 1095e6 || hot.SMClockMaxHz.V != 1980e6 {
 		t.Errorf("throttled GPU: %+v", hot)
 	}
 	for _, r := range nvml.ClockEventReasons {
@@ -62,7 +62,7 @@ func TestSimulatedTelemetry(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	d = s.Snapshot().Devices
-	if got := d[0].Telemetry.EnergyJoules.V - e0; !(got > 25*300 && got <= 25*400) {
+	if got := d[0].Telemetry.EnergyJoules.V - e0; !(got > 25*600 && got <= 25*700) {
 		t.Errorf("energy moved %v J in 25 s at %v W", got, d[0].Telemetry.PowerWatts.V)
 	}
 	if d[4].Xid[79] != 1 || len(d[3].Xid) != 0 {

@@ -43,6 +43,10 @@ type holder struct {
 	phase  float64
 	memory uint64
 	pid    uint32
+	gpm    gpmRates
+	// spread marks a process on several devices: it talks to its peers
+	// over NVLink.
+	spread bool
 }
 
 // Node is a running simulated node.
@@ -131,7 +135,8 @@ func (n *Node) buildHolders() {
 	for _, p := range n.scenario.Pods {
 		for _, c := range p.Containers {
 			seen := map[devKey]bool{}
-			for _, d := range append(append([]string(nil), c.Devices...), c.UnallocatedDevices...) {
+			devs := append(append([]string(nil), c.Devices...), c.UnallocatedDevices...)
+			for _, d := range devs {
 				ref, _ := ParseDevice(d) // validated by Parse
 				key := devKey{ref.GPU, ref.MIG}
 				if seen[key] {
@@ -143,6 +148,8 @@ func (n *Node) buildHolders() {
 					phase:  float64(k) * 2 * math.Pi / 7,
 					memory: uint64(c.MemoryGiB * (1 << 30)),
 					pid:    pidOf(k),
+					gpm:    c.GPM.resolve(),
+					spread: len(devs) > 1,
 				})
 			}
 			k++

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 	"sort"
-	"sync"
-	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
@@ -172,106 +170,4 @@ func (n *Node) partition(dev *server.Device, i int, profiles []string) {
 		}
 		return migs[j], gonvml.SUCCESS
 	}
-}
-
-// gpmSample is what a simulated GPM sample records: which instance, when.
-type gpmSample struct {
-	key devKey
-	at  time.Time
-}
-
-// serveGPM serves GPU Performance Monitoring as the driver does for MIG
-// instances: supported from Hopper on; a sample records its instance and
-// time, and GRAPHICS_UTIL (or SM_UTIL) between two samples is the
-// instance's mean utilization over the simulated driver's one-second
-// samples between them.
-func (n *Node) serveGPM(srv *server.Server) {
-	// Whole-GPU GPM samples: not simulated until scenarios carry profiles.
-	srv.GpmSampleGetFunc = func(gonvml.Device, gonvml.GpmSample) gonvml.Return { return gonvml.ERROR_NOT_SUPPORTED }
-	var mu sync.Mutex
-	samples := map[gonvml.GpmSample]*gpmSample{}
-	gpuIndex := func(d gonvml.Device) int {
-		for i, dev := range srv.Devices {
-			if dev == d {
-				return i
-			}
-		}
-		return -1
-	}
-	srv.GpmQueryDeviceSupportFunc = func(d gonvml.Device) (gonvml.GpmSupport, gonvml.Return) {
-		arch, ret := d.GetArchitecture()
-		if ret != gonvml.SUCCESS {
-			return gonvml.GpmSupport{}, ret
-		}
-		sup := gonvml.GpmSupport{Version: gonvml.GPM_SUPPORT_VERSION}
-		if arch >= gonvml.DEVICE_ARCH_HOPPER {
-			sup.IsSupportedDevice = 1
-		}
-		return sup, gonvml.SUCCESS
-	}
-	srv.GpmSampleAllocFunc = func() (gonvml.GpmSample, gonvml.Return) {
-		s := &mock.GpmSample{}
-		mu.Lock()
-		samples[s] = &gpmSample{key: devKey{-1, -1}}
-		mu.Unlock()
-		return s, gonvml.SUCCESS
-	}
-	srv.GpmSampleFreeFunc = func(s gonvml.GpmSample) gonvml.Return {
-		mu.Lock()
-		defer mu.Unlock()
-		if _, ok := samples[s]; !ok {
-			return gonvml.ERROR_INVALID_ARGUMENT
-		}
-		delete(samples, s)
-		return gonvml.SUCCESS
-	}
-	srv.GpmMigSampleGetFunc = func(d gonvml.Device, gi int, s gonvml.GpmSample) gonvml.Return {
-		i := gpuIndex(d)
-		j := gi - 1
-		if i < 0 || j < 0 || j >= len(n.scenario.MIG[i]) {
-			return gonvml.ERROR_INVALID_ARGUMENT
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		smp, ok := samples[s]
-		if !ok {
-			return gonvml.ERROR_INVALID_ARGUMENT
-		}
-		smp.key, smp.at = devKey{i, j}, n.now()
-		return gonvml.SUCCESS
-	}
-	srv.GpmMetricsGetFunc = func(m *gonvml.GpmMetricsGetType) gonvml.Return {
-		mu.Lock()
-		s1, ok1 := samples[m.Sample1]
-		s2, ok2 := samples[m.Sample2]
-		mu.Unlock()
-		if !ok1 || !ok2 || s1.key != s2.key || s1.key.GPU < 0 || s2.at.Before(s1.at) {
-			return gonvml.ERROR_INVALID_ARGUMENT
-		}
-		for k := 0; k < int(m.NumMetrics) && k < len(m.Metrics); k++ {
-			switch gonvml.GpmMetricId(m.Metrics[k].MetricId) {
-			case gonvml.GPM_METRIC_GRAPHICS_UTIL, gonvml.GPM_METRIC_SM_UTIL:
-				m.Metrics[k].Value = n.meanUtilization(s1.key, s1.at, s2.at)
-				m.Metrics[k].NvmlReturn = uint32(gonvml.SUCCESS)
-			default:
-				m.Metrics[k].NvmlReturn = uint32(gonvml.ERROR_NOT_SUPPORTED)
-			}
-		}
-		return gonvml.SUCCESS
-	}
-}
-
-// meanUtilization is a device's mean utilization over its one-second
-// samples in (from, to]; the value at to when the interval holds none.
-func (n *Node) meanUtilization(k devKey, from, to time.Time) float64 {
-	var sum float64
-	var count int
-	for t := from.Truncate(samplePeriod).Add(samplePeriod); !t.After(to); t = t.Add(samplePeriod) {
-		sum += math.Round(n.utilization(k, t))
-		count++
-	}
-	if count == 0 {
-		return math.Round(n.utilization(k, to))
-	}
-	return sum / float64(count)
 }

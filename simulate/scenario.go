@@ -24,7 +24,7 @@ import (
 //go:embed builtin.yaml
 var builtin []byte
 
-// Builtin returns the built-in scenario: 8 GPUs with a training pod, an
+// Builtin returns the built-in scenario: 8 H100s with a training pod, an
 // inference pod, an idle notebook, two pods time-slicing one GPU and one
 // GPU allocated to nobody.
 func Builtin() *Scenario {
@@ -91,6 +91,9 @@ type Container struct {
 	UnallocatedDevices []string `yaml:"unallocatedDevices"`
 	Utilization        Wave     `yaml:"utilization"`
 	MemoryGiB          float64  `yaml:"memoryGiB"`
+	// GPM is how much of the GPU the container's busy time uses, as GPU
+	// Performance Monitoring reports it on Hopper and newer.
+	GPM GPMProfile `yaml:"gpm"`
 }
 
 // Wave is a utilization that moves as a sine: mean ± swing over period.
@@ -255,6 +258,7 @@ func (s *Scenario) validate() error {
 			if u.Swing > 0 && u.Period <= 0 {
 				bad(cpath+".utilization.period", "required when swing is set")
 			}
+			c.GPM.validate(cpath+".gpm", bad)
 			if !(c.MemoryGiB >= 0 && c.MemoryGiB <= 1<<20) {
 				bad(cpath+".memoryGiB", "must be a number between 0 and 1048576")
 			}

@@ -319,7 +319,7 @@ func TestSimulatedNodeWithoutKubernetesAPI(t *testing.T) {
 		`kube_gpu_exporter_up{source="kubernetes"} 0`,
 		`containerGpuRequests{container="trainer",gpu_vendor="nvidia",namespace="ml-training",node="sim-node",pod="trainer-0",resource="nvidia.com/gpu"} 4`,
 		`nodeGpuCapacity{gpu_vendor="nvidia",node="sim-node",resource="nvidia.com/gpu"} 7`,
-		`kube_gpu_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000006",gpu_model="Mock NVIDIA A100-SXM4-40GB",gpu_vendor="nvidia",mode="device",node="sim-node",reason="no_kubernetes_api"} 1`,
+		`kube_gpu_attribution_info{gpu_id="GPU-00000000-0000-4000-8000-000000000006",gpu_model="NVIDIA H100 80GB HBM3",gpu_vendor="nvidia",mode="device",node="sim-node",reason="no_kubernetes_api"} 1`,
 	} {
 		if !strings.Contains(raw, want) {
 			t.Errorf("missing %s", want)
