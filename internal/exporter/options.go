@@ -39,6 +39,7 @@ type Options struct {
 	web            *web.FlagConfig
 	metricsPath    string
 	maxRequests    int
+	maxConns       int
 	nodeName       string
 	clusterName    string
 	clusterID      string
@@ -70,6 +71,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	o.web = kingpinflag.AddFlags(app, defaultAddress)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.metricsPath)
 	intFlag(app, "web.max-requests", "Maximum number of concurrent scrape requests; 0 disables the limit.", "40", &o.maxRequests)
+	intFlag(app, "web.max-connections", "Maximum number of open HTTP connections per listen address, idle ones included; more wait in the kernel's backlog until one closes. 0 disables the limit.", "512", &o.maxConns)
 	app.Flag("kube.node-name", "Name of this node: the node label of every series.").Envar("NODE_NAME").StringVar(&o.nodeName)
 	app.Flag("cluster.name", "If set, adds a cluster_name label with this value to every series.").Default("").StringVar(&o.clusterName)
 	app.Flag("cluster.id", "If set, adds a cluster_id label with this value to every series.").Default("").StringVar(&o.clusterID)
@@ -131,6 +133,8 @@ func (o *Options) Validate() error {
 		return errors.New("--kubelet.max-recv-msg-size must be between 4MiB and 2GiB")
 	case o.maxRequests < 0:
 		return errors.New("--web.max-requests must not be negative")
+	case o.maxConns < 0:
+		return errors.New("--web.max-connections must not be negative")
 	case o.metricsPath == "" || o.metricsPath[0] != '/' || o.metricsPath == "/":
 		return errors.New("--web.telemetry-path must be an absolute path other than /")
 	}
