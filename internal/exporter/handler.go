@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,7 +38,12 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
+	writeErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kube_gpu_exporter_http_write_errors_total",
+		Help: "Scrape responses that could not be written in full, mostly because the client went away; each is logged once at debug level.",
+	})
+	wrap.MustRegister(writeErrors)
+	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger, writeErrors: writeErrors}
 	if o.maxRequests > 0 {
 		scrapes.inflight = make(chan struct{}, o.maxRequests)
 	}
@@ -77,6 +83,8 @@ type metricsHandler struct {
 	labels   prometheus.Labels
 	logger   *slog.Logger
 	inflight chan struct{} // nil: no limit
+	// writeErrors counts responses cut short by a failed write.
+	writeErrors prometheus.Counter
 }
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -107,10 +115,52 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reg = prometheus.WrapRegistererWith(h.labels, scrape)
 	}
 	reg.MustRegister(h.coll.WithContext(ctx))
+	sw := &scrapeWriter{ResponseWriter: w}
 	promhttp.HandlerFor(disjoint{h.static, scrape}, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(h.logger.Handler(), slog.LevelError),
+		ErrorLog:      scrapeLog{h.logger},
 		ErrorHandling: promhttp.ContinueOnError,
-	}).ServeHTTP(w, r)
+	}).ServeHTTP(sw, r)
+	if sw.err != nil {
+		h.writeErrors.Inc()
+		h.logger.Debug("scrape response not delivered", "remote", r.RemoteAddr, "err", sw.err)
+	}
+}
+
+// scrapeWriter remembers the first failed write and fails every later one
+// at once: promhttp goes on encoding family after family to a client that
+// has gone away.
+type scrapeWriter struct {
+	http.ResponseWriter
+	err error
+}
+
+func (w *scrapeWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// scrapeLog is promhttp's error log. A failed write is logged once per
+// request by the handler (promhttp reports it once per metric family), and
+// a client's Accept-Encoding that names no encoding promhttp has is served
+// uncompressed, which is not an error of this exporter. Anything else (a
+// collector's inconsistent series) stays an error.
+type scrapeLog struct{ logger *slog.Logger }
+
+func (l scrapeLog) Println(v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintln(v...))
+	switch {
+	case strings.HasPrefix(msg, "error encoding and sending metric family"):
+	case strings.HasPrefix(msg, "error getting writer"):
+		l.logger.Debug("Accept-Encoding not served; answering uncompressed", "detail", msg)
+	default:
+		l.logger.Error(msg)
+	}
 }
 
 // disjoint gathers two registries that expose no metric name in common (the
