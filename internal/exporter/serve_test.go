@@ -3,13 +3,19 @@ package exporter
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
@@ -88,4 +94,50 @@ func TestMaxConnectionsBoundsIdleConnections(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "ok" {
 		t.Fatalf("after the idle connections closed: %d %q", resp.StatusCode, b)
 	}
+}
+
+// A flood of wrong passwords must not queue real scrapes behind bcrypt:
+// requests with credentials not yet seen to succeed are answered at once
+// (429) while a few are being checked, and credentials that succeeded
+// before are served.
+func TestAuthFloodDoesNotQueueScrapes(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("right"), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(cfg, []byte("basic_auth_users:\n  prom: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := startServe(t, okHandler, "--web.config.file="+cfg)
+	client := &http.Client{Timeout: 30 * time.Second}
+	try := func(user, pass string) (int, time.Duration) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		req.SetBasicAuth(user, pass)
+		begin := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, time.Since(begin)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, time.Since(begin)
+	}
+	if code, _ := try("prom", "right"); code != http.StatusOK {
+		t.Fatalf("right password: %d", code)
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() { defer wg.Done(); try("prom", fmt.Sprint("wrong", i)) }()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if code, took := try("other", "new"); took > time.Second {
+		t.Errorf("new credentials during the flood answered %d after %v", code, took)
+	}
+	if code, took := try("prom", "right"); code != http.StatusOK || took > time.Second {
+		t.Errorf("right password during the flood: %d after %v", code, took)
+	}
+	wg.Wait()
 }
