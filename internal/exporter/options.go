@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -117,10 +120,10 @@ func (o *Options) Logger() *slog.Logger { return promslog.New(o.log) }
 // Validate checks what kingpin's types cannot, naming the flag at fault.
 func (o *Options) Validate() error {
 	switch {
-	case o.window <= 0:
-		return errors.New("--nvml.duty-cycle-window must be positive")
-	case o.pollInterval <= 0 || o.pollInterval > 15*time.Second:
-		return errors.New("--nvml.poll-interval must be between 0 and 15s: NVML keeps only about 16s of samples")
+	case o.window <= 0 || o.window > maxWindow:
+		return fmt.Errorf("--nvml.duty-cycle-window must be positive and at most %s: the sampler keeps every sample of the window", maxWindow)
+	case o.pollInterval < minPollInterval || o.pollInterval > 15*time.Second:
+		return fmt.Errorf("--nvml.poll-interval must be between %s (NVML calls are not free) and 15s (NVML keeps only about 16s of samples)", minPollInterval)
 	case o.window < o.pollInterval:
 		return fmt.Errorf("--nvml.duty-cycle-window (%s) must not be shorter than --nvml.poll-interval (%s)", o.window, o.pollInterval)
 	case o.retryInterval <= 0:
@@ -135,8 +138,17 @@ func (o *Options) Validate() error {
 		return errors.New("--web.max-requests must not be negative")
 	case o.maxConns < 0:
 		return errors.New("--web.max-connections must not be negative")
-	case o.metricsPath == "" || o.metricsPath[0] != '/' || o.metricsPath == "/":
-		return errors.New("--web.telemetry-path must be an absolute path other than /")
+	}
+	if err := checkMetricsPath(o.metricsPath); err != nil {
+		return err
+	}
+	if err := o.checkListenAddresses(); err != nil {
+		return err
+	}
+	for flag, v := range map[string]string{"cluster.name": o.clusterName, "cluster.id": o.clusterID, "kube.node-name": o.nodeName} {
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("--%s: %q is not valid UTF-8, which label values must be", flag, v)
+		}
 	}
 	for _, d := range o.draDrivers {
 		if d == "" || strings.ContainsAny(d, "/ ") {
@@ -145,6 +157,57 @@ func (o *Options) Validate() error {
 	}
 	if _, err := resource.NewMatcher(o.resources); err != nil {
 		return fmt.Errorf("--gpu.resource: %w", err)
+	}
+	return nil
+}
+
+// The bounds of the NVML sampler's timing flags.
+const (
+	minPollInterval = 100 * time.Millisecond
+	maxWindow       = time.Hour
+)
+
+// checkMetricsPath refuses what http.ServeMux would read as a pattern
+// rather than one path (wildcards, a trailing slash that serves a whole
+// subtree) and paths no client sends as given (unclean ones, which the mux
+// redirects, or characters that need escaping).
+func checkMetricsPath(p string) error {
+	const flag = "--web.telemetry-path"
+	switch {
+	case p == "" || p[0] != '/' || p == "/":
+		return fmt.Errorf("%s must be an absolute path other than /", flag)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%s=%s is not a clean path (no //, . or .. and no trailing /); did you mean %s?", flag, p, path.Clean(p))
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/-._~", r)) {
+			return fmt.Errorf("%s=%q: only letters, digits and /-._~ may be used", flag, p)
+		}
+	}
+	return nil
+}
+
+// checkListenAddresses refuses addresses that would listen on a port
+// nobody chose: an empty address or port is a random port on every
+// interface.
+func (o *Options) checkListenAddresses() error {
+	if o.web.WebSystemdSocket != nil && *o.web.WebSystemdSocket {
+		return nil
+	}
+	if len(*o.web.WebListenAddresses) == 0 {
+		return errors.New("--web.listen-address: no address to listen on")
+	}
+	for _, a := range *o.web.WebListenAddresses {
+		if strings.HasPrefix(a, "vsock://") {
+			continue
+		}
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return fmt.Errorf("--web.listen-address=%q: %w", a, err)
+		}
+		if port == "" || port == "0" {
+			return fmt.Errorf("--web.listen-address=%q: a port is needed, such as %s", a, defaultAddress)
+		}
 	}
 	return nil
 }

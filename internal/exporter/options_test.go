@@ -3,6 +3,7 @@ package exporter
 import (
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -41,5 +42,41 @@ func TestSourcesOverrideFlags(t *testing.T) {
 	}
 	if got.nodeName != "sim-node" || got.draEnabled || got.socket != o.socket || got.procfs != "/proc" {
 		t.Errorf("without overrides: node %q DRA %v socket %q procfs %q", got.nodeName, got.draEnabled, got.socket, got.procfs)
+	}
+}
+
+// Values kingpin accepts but that break the exporter later (a panic at
+// start, a path serving more than itself, a random port, label values that
+// are not UTF-8, a sampler busy polling or keeping days of samples) are
+// refused by Parse with a message naming the flag.
+func TestValidateRefusesHarmfulValues(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	for _, tc := range []struct{ arg, flag string }{
+		{"--nvml.poll-interval=1ns", "--nvml.poll-interval"},
+		{"--nvml.duty-cycle-window=1000000h", "--nvml.duty-cycle-window"},
+		{"--web.telemetry-path=//metrics", "--web.telemetry-path"},
+		{"--web.telemetry-path=/./metrics", "--web.telemetry-path"},
+		{"--web.telemetry-path=/{bad", "--web.telemetry-path"},
+		{"--web.telemetry-path=/{x}/{x}", "--web.telemetry-path"},
+		{"--web.telemetry-path=/m/", "--web.telemetry-path"},
+		{"--web.telemetry-path=/metrics/{x}", "--web.telemetry-path"},
+		{"--web.telemetry-path=/a b", "--web.telemetry-path"},
+		{"--web.listen-address=", "--web.listen-address"},
+		{"--web.listen-address=127.0.0.1:", "--web.listen-address"},
+		{"--web.listen-address=:0", "--web.listen-address"},
+		{"--cluster.name=a\xffb", "--cluster.name"},
+		{"--cluster.id=\xff", "--cluster.id"},
+		{"--kube.node-name=n\xff", "--kube.node-name"},
+		{"--web.max-connections=-1", "--web.max-connections"},
+	} {
+		_, _, err := Parse([]string{tc.arg})
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%q: error %v, want one naming %s", tc.arg, err, tc.flag)
+		}
+	}
+	for _, ok := range []string{"--web.telemetry-path=/metrics", "--web.telemetry-path=/gpu/metrics_v1", "--nvml.poll-interval=100ms", "--nvml.duty-cycle-window=1h", "--web.listen-address=[::1]:9871", "--cluster.name=dé"} {
+		if _, _, err := Parse([]string{ok}); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
 	}
 }
