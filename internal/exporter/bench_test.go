@@ -26,7 +26,7 @@ func BenchmarkHandler(b *testing.B) {
 				name = c.Name + "/gzip"
 			}
 			b.Run(name, func(b *testing.B) {
-				h := startHandler(b, c, slog.New(slog.DiscardHandler))
+				h := startHandler(b, c, time.Hour, slog.New(slog.DiscardHandler))
 				req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 				req.Header.Set("Accept", "text/plain;version=0.0.4")
 				if gzip {
@@ -47,15 +47,15 @@ func BenchmarkHandler(b *testing.B) {
 }
 
 // startHandler serves a benchnode case through NewHandler with the
-// binary's default flags.
-func startHandler(b testing.TB, c benchnode.Case, logger *slog.Logger) http.Handler {
+// binary's default flags, reusing a kubelet reply for cacheTTL.
+func startHandler(b testing.TB, c benchnode.Case, cacheTTL time.Duration, logger *slog.Logger) http.Handler {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "kge-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	n, err := benchnode.Start(c, dir, time.Hour)
+	n, err := benchnode.Start(c, dir, cacheTTL)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -75,6 +75,10 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 	return mux, nil
 }
 
+// maxScrapeTimeout bounds the scrape deadline
+// X-Prometheus-Scrape-Timeout-Seconds sets: the server's WriteTimeout.
+const maxScrapeTimeout = 60 * time.Second
+
 // metricsHandler serves one scrape: the scrape's context (bounded by
 // Prometheus' X-Prometheus-Scrape-Timeout-Seconds) reaches every source.
 type metricsHandler struct {
@@ -100,9 +104,16 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); s != "" {
 		if secs, err := strconv.ParseFloat(s, 64); err == nil && secs > 0 {
-			// Leave a little of the scrape's budget for encoding and the network.
+			// Leave a little of the scrape's budget for encoding and the
+			// network. A huge (or infinite) value would overflow the
+			// duration into the past: no scrape waits longer than the
+			// server would write its response anyway.
+			timeout := maxScrapeTimeout
+			if secs*0.9 < timeout.Seconds() {
+				timeout = time.Duration(secs * 0.9 * float64(time.Second))
+			}
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(secs*0.9*float64(time.Second)))
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
 	}

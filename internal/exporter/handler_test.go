@@ -31,13 +31,13 @@ func (l *logBuffer) String() string {
 	return l.b.String()
 }
 
-// testHandler serves the smallest benchmark node, logging at debug level
-// into the returned buffer.
+// testHandler serves the smallest benchmark node, which calls its kubelet
+// on every scrape, logging at debug level into the returned buffer.
 func testHandler(t *testing.T) (http.Handler, *logBuffer) {
 	t.Helper()
 	log := &logBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return startHandler(t, benchnode.Cases()[0], logger), log
+	return startHandler(t, benchnode.Cases()[0], 0, logger), log
 }
 
 func get(t *testing.T, h http.Handler, header http.Header) *httptest.ResponseRecorder {
@@ -108,4 +108,16 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A scrape timeout too large for a time.Duration must not turn into a
+// deadline in the past, which reported the kubelet down on every scrape.
+func TestHugeScrapeTimeoutIsClamped(t *testing.T) {
+	h, _ := testHandler(t)
+	for _, v := range []string{"1.1e10", "1e300", "+Inf", "10"} {
+		body := get(t, h, http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {v}}).Body.String()
+		if !strings.Contains(body, `kube_gpu_exporter_up{source="kubelet"} 1`) {
+			t.Errorf("timeout %s: %s", v, grepLines(body, "kube_gpu_exporter_up"))
+		}
+	}
 }
