@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Socket == "" {
 		return nil, errors.New("pod-resources socket path is empty")
 	}
+	// gRPC reads "unix://fk/rel.sock" as authority "fk" and never
+	// connects: resolve a relative path against the working directory now.
+	sock, err := filepath.Abs(cfg.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("pod-resources socket %q: %w", cfg.Socket, err)
+	}
+	cfg.Socket = sock
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}

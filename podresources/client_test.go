@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -261,5 +262,31 @@ func TestConvertDropsMalformed(t *testing.T) {
 	}
 	if s.Dropped["empty_name"] != 2 || s.Dropped["duplicate_container"] != 1 {
 		t.Fatalf("dropped = %v", s.Dropped)
+	}
+}
+
+// A relative socket path (fk/rel.sock, ./fk/rel.sock) is the file under the
+// working directory at start; gRPC alone would read its first element as
+// an authority and never connect.
+func TestRelativeSocketConnects(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.Mkdir("fk", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(&fakeKubelet{list: &podresourcesv1.ListPodResourcesResponse{}, alloc: &podresourcesv1.AllocatableResourcesResponse{}})
+	if err := srv.Listen(filepath.Join(dir, "fk", "rel.sock")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	for _, sock := range []string{"fk/rel.sock", "./fk/rel.sock"} {
+		c, err := New(Config{Socket: sock, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(context.Background()); err != nil {
+			t.Errorf("%s: %v", sock, err)
+		}
+		c.Close()
 	}
 }
