@@ -290,3 +290,22 @@ func TestRelativeSocketConnects(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Empty, malformed and repeated allocatable IDs are dropped and counted:
+// counted as devices they inflated capacity and allocatable.
+func TestConvertDropsBadAllocatableIDs(t *testing.T) {
+	alloc := &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
+		{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"", "junk", gpuUUID, gpuUUID}},
+		{ResourceName: "amd.com/gpu", DeviceIds: []string{"0000:c1:00.0", "0000:c1:00.0"}},
+	}}
+	s := Convert(nil, alloc, resource.MustMatcher(resource.DefaultAll...))
+	if got := s.Allocatable["nvidia.com/gpu"]; len(got) != 1 || got[0] != gpuUUID {
+		t.Errorf("nvidia allocatable = %q", got)
+	}
+	if got := s.Allocatable["amd.com/gpu"]; len(got) != 1 {
+		t.Errorf("amd allocatable = %q", got)
+	}
+	if s.Dropped["invalid_device_id"] != 2 || s.Dropped["duplicate_device_id"] != 2 {
+		t.Errorf("dropped = %v", s.Dropped)
+	}
+}
