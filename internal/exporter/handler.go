@@ -127,7 +127,7 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	reg.MustRegister(h.coll.WithContext(ctx))
 	sw := &scrapeWriter{ResponseWriter: w}
-	promhttp.HandlerFor(disjoint{h.static, scrape}, promhttp.HandlerOpts{
+	promhttp.HandlerFor(abortOnShutdown{disjoint{h.static, scrape}, r.Context()}, promhttp.HandlerOpts{
 		ErrorLog:      scrapeLog{h.logger},
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP(sw, r)
@@ -135,6 +135,23 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeErrors.Inc()
 		h.logger.Debug("scrape response not delivered", "remote", r.RemoteAddr, "err", sw.err)
 	}
+}
+
+// abortOnShutdown aborts a scrape whose sources were cut short by shutdown
+// (serve cancels the scrapes in flight): served, it would report them down,
+// a false outage on every rollout. An aborted response is a failed scrape
+// of an exporter going away, which it is.
+type abortOnShutdown struct {
+	g   prometheus.Gatherer
+	ctx context.Context
+}
+
+func (a abortOnShutdown) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := a.g.Gather()
+	if sc, ok := a.ctx.Value(shutdownKey{}).(context.Context); ok && sc.Err() != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return mfs, err
 }
 
 // scrapeWriter remembers the first failed write and fails every later one
