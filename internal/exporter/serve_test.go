@@ -141,3 +141,31 @@ func TestAuthFloodDoesNotQueueScrapes(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A web configuration that cannot be used stops the start with an error
+// naming the file; an empty one is refused rather than served as plain HTTP
+// without authentication.
+func TestWebConfigErrorsNameTheFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"empty.yml":    "",
+		"comments.yml": "# nothing here\n",
+		"bad.yml":      "basic_auth_users:\n  - x\n  y: [\n",
+		"unknown.yml":  "basic_auth_user:\n  prom: x\n",
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o, _, err := Parse([]string{"--web.listen-address=" + tooltest.FreeAddr(t), "--web.config.file=" + path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = serve(ctx, o, okHandler, slog.New(slog.DiscardHandler))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %v, want one naming the file", name, err)
+		}
+	}
+}
