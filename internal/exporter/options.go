@@ -79,7 +79,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("cluster.name", "If set, adds a cluster_name label with this value to every series.").Default("").StringVar(&o.clusterName)
 	app.Flag("cluster.id", "If set, adds a cluster_id label with this value to every series.").Default("").StringVar(&o.clusterID)
 	app.Flag("kubelet.pod-resources-socket", "Path of the kubelet's pod-resources socket.").Default(podresources.DefaultSocket).StringVar(&o.socket)
-	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted (large nodes exceed gRPC's 4MiB default).", "64MiB", &o.maxRecv)
+	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted; a larger one is counted as an error (reason message_too_large). Decoding a reply takes up to about 20 times its size in memory: raise the memory limit with it (docs/performance.md).", defaultMaxRecv, &o.maxRecv)
 	durationFlag(app, "kubelet.timeout", "Timeout of every pod-resources call.", "5s", &o.kubeletTimeout)
 	durationFlag(app, "kubelet.cache-ttl", "How long a pod-resources reply is reused by later scrapes (the kubelet rate-limits the socket for all clients).", "1s", &o.cacheTTL)
 	durationFlag(app, "nvml.duty-cycle-window", "Window over which the GPU duty cycle is averaged.", "60s", &o.window)
@@ -160,6 +160,16 @@ func (o *Options) Validate() error {
 	}
 	return nil
 }
+
+// defaultMaxRecv is the largest kubelet reply the chart's 128Mi memory limit
+// can decode (recvCostPerByte): far more than a node's pods take (a few
+// hundred KiB for 250 pods).
+const defaultMaxRecv = "4MiB"
+
+// recvCostPerByte is the peak memory that decoding a pod-resources reply
+// takes per byte of reply, measured with GOMEMLIMIT set (about 20 without;
+// docs/performance.md).
+const recvCostPerByte = 14
 
 // The bounds of the NVML sampler's timing flags.
 const (

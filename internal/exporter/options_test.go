@@ -2,9 +2,16 @@ package exporter
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/alecthomas/units"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
 // A source's socket, procfs and DRA driver replace or extend the flags; its
@@ -78,5 +85,37 @@ func TestValidateRefusesHarmfulValues(t *testing.T) {
 		if _, _, err := Parse([]string{ok}); err != nil {
 			t.Errorf("%q refused: %v", ok, err)
 		}
+	}
+}
+
+// The default --kubelet.max-recv-msg-size must be a reply the chart's
+// memory limit can decode: a larger one is then refused and counted
+// (message_too_large) instead of the process being killed for its memory.
+func TestDefaultMaxRecvFitsChartMemoryLimit(t *testing.T) {
+	o, _, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(tooltest.RepoRoot(), "deploy", "helm", "kube-gpu-exporter", "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Resources struct {
+			Limits struct{ Memory string } `yaml:"limits"`
+		} `yaml:"resources"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	limit, err := units.ParseStrictBytes(v.Resources.Limits.Memory + "B")
+	if err != nil {
+		t.Fatalf("chart memory limit %q: %v", v.Resources.Limits.Memory, err)
+	}
+	// What the process holds besides the reply: informers, NVML readings,
+	// the runtime.
+	const rest = 40 << 20
+	if need := o.maxRecv*recvCostPerByte + rest; need > limit {
+		t.Errorf("a %d MiB reply takes about %d MiB to decode; the chart's limit is %s", o.maxRecv>>20, need>>20, v.Resources.Limits.Memory)
 	}
 }

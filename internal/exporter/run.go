@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -85,6 +87,12 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	draDrivers := []string{} // no claims read
 	if o.draEnabled {
 		draDrivers = o.draDrivers
+	}
+	if lim := debug.SetMemoryLimit(-1); lim != math.MaxInt64 && o.maxRecv*recvCostPerByte > lim {
+		// A reply of that size would be decoded, not refused, and the
+		// process killed for its memory.
+		logger.Warn("--kubelet.max-recv-msg-size allows kubelet replies larger than GOMEMLIMIT can decode",
+			"max_recv_bytes", o.maxRecv, "decode_bytes", o.maxRecv*recvCostPerByte, "gomemlimit_bytes", lim)
 	}
 	kubelet, err := podresources.New(podresources.Config{
 		Socket: o.socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
