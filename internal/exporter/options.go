@@ -190,7 +190,8 @@ func checkMetricsPath(p string) error {
 		return fmt.Errorf("%s=%s is not a clean path (no //, . or .. and no trailing /); did you mean %s?", flag, p, path.Clean(p))
 	}
 	for _, r := range p {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/-._~", r)) {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && !strings.ContainsRune("/-._~", r) {
 			return fmt.Errorf("%s=%q: only letters, digits and /-._~ may be used", flag, p)
 		}
 	}

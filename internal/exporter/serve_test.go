@@ -51,7 +51,7 @@ func startServe(t *testing.T, h http.Handler, args ...string) string {
 	}
 }
 
-var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 
 // Connections that send one byte and wait are held by the server: beyond
 // --web.max-connections they must not be accepted (each would cost memory),
