@@ -7,6 +7,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"time"
@@ -236,7 +237,11 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		ks, err := c.kubelet.Read(ctx)
 		h.KubeletDuration = c.cfg.Now().Sub(start).Seconds()
 		h.HasKubelet = true
-		c.log.set("kubelet-down", err != nil, "kubelet pod-resources unavailable; serving node-level metrics only", "err", err)
+		// A scrape cancelled (its client gone, or the exporter shutting
+		// down) says nothing about the kubelet: no outage is logged.
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			c.log.set("kubelet-down", err != nil, "kubelet pod-resources unavailable; serving node-level metrics only", "err", err)
+		}
 		if err == nil {
 			h.KubeletUp = true
 			in.Kubelet = ks

@@ -282,17 +282,29 @@ func fallbackNode(in Inputs, ix *deviceIndex) []NodeResource {
 	if in.Kubelet != nil {
 		for res, ids := range in.Kubelet.Allocatable {
 			r := get(res)
-			r.Allocatable, r.HasAllocatable = float64(len(ids)), true
-			if in.NVMLUp {
-				r.Capacity, r.HasCapacity = float64(len(ids)), true
-			}
+			// With NVML up, an NVIDIA ID counts only when it names a device
+			// of this node: the kubelet's list is then no longer trusted to
+			// hold nothing else (the client already dropped empty,
+			// malformed and repeated IDs and counted them as errors).
+			checked := in.NVMLUp && r.Vendor == "nvidia"
+			n := 0
 			for _, id := range ids {
-				if d := ix.resolve(id); d != nil {
-					offered[d.UUID] = true
-					if d.IsMIG() {
-						offered[d.ParentUUID] = true
+				d := ix.resolve(id)
+				if d == nil {
+					if !checked {
+						n++
 					}
+					continue
 				}
+				n++
+				offered[d.UUID] = true
+				if d.IsMIG() {
+					offered[d.ParentUUID] = true
+				}
+			}
+			r.Allocatable, r.HasAllocatable = float64(n), true
+			if in.NVMLUp {
+				r.Capacity, r.HasCapacity = float64(n), true
 			}
 		}
 	}

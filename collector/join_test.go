@@ -122,6 +122,9 @@ func TestJoinNodeResources(t *testing.T) {
 			"nvidia.com/gpu":        {uuid0, uuid1},
 			"nvidia.com/gpu.shared": {uuid2 + "::0", uuid2 + "::1", uuid2 + "::2", uuid2 + "::3"},
 		}}, nil, []NodeResource{res("nvidia.com/gpu", 2, true, 2, true), res("nvidia.com/gpu.shared", 4, true, 4, true)}},
+		{"allocatable IDs naming no device of this node are not counted", true, &podresources.Snapshot{Allocatable: map[string][]string{
+			"nvidia.com/gpu": {uuid0, "GPU-5151b5ae-7e33-b4f6-f5c3-000000000009"},
+		}}, nil, []NodeResource{res("nvidia.com/gpu", 3, true, 1, true)}},
 		{"API specs win", true, &podresources.Snapshot{Allocatable: map[string][]string{"nvidia.com/gpu": {uuid0}}},
 			&Specs{NodeFound: true, Node: []NodeResource{res("nvidia.com/gpu", 8, true, 7, true)}},
 			[]NodeResource{res("nvidia.com/gpu", 8, true, 7, true)}},

@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -86,6 +87,8 @@ func newTyped(kind string) (any, bool) {
 		return &corev1.ConfigMap{}, true
 	case "Namespace":
 		return &corev1.Namespace{}, true
+	case "NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, true
 	case "ClusterRole":
 		return &rbacv1.ClusterRole{}, true
 	case "ClusterRoleBinding":

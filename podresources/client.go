@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -101,6 +102,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Socket == "" {
 		return nil, errors.New("pod-resources socket path is empty")
 	}
+	// gRPC reads "unix://fk/rel.sock" as authority "fk" and never
+	// connects: resolve a relative path against the working directory now.
+	sock, err := filepath.Abs(cfg.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("pod-resources socket %q: %w", cfg.Socket, err)
+	}
+	cfg.Socket = sock
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
@@ -257,8 +265,9 @@ func errorReason(err error) string {
 
 // Convert reduces the kubelet's replies to GPU resources. Entries that cannot
 // be attributed (empty pod, namespace or container names) are dropped and
-// counted, and a container listed twice keeps its first entry, so one bad
-// record never costs the rest of the reply.
+// counted, a container listed twice keeps its first entry, and allocatable
+// device IDs that are empty, malformed or repeated are dropped and counted,
+// so one bad record never costs the rest of the reply.
 func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv1.AllocatableResourcesResponse, m *resource.Matcher) *Snapshot {
 	s := &Snapshot{Allocatable: map[string][]string{}, Dropped: map[string]int{}}
 	type key struct{ ns, pod, ctr, res string }
@@ -287,12 +296,34 @@ func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv
 			}
 		}
 	}
+	// An allocatable ID that is empty, listed twice, or (for an NVIDIA
+	// resource) no device ID at all would be counted as a device in
+	// capacity and allocatable: it is dropped and counted instead.
+	allocSeen := map[[2]string]bool{}
 	for _, dev := range alloc.GetDevices() {
 		res := dev.GetResourceName()
-		if _, ok := m.Vendor(res); !ok {
+		vendor, ok := m.Vendor(res)
+		if !ok {
 			continue
 		}
-		s.Allocatable[res] = append(s.Allocatable[res], dev.GetDeviceIds()...)
+		for _, id := range dev.GetDeviceIds() {
+			k := [2]string{res, id}
+			switch {
+			case allocSeen[k]:
+				s.Dropped["duplicate_device_id"]++
+				continue
+			case id == "":
+				s.Dropped["invalid_device_id"]++
+				continue
+			case vendor == "nvidia":
+				if _, err := ParseDeviceID(id); err != nil {
+					s.Dropped["invalid_device_id"]++
+					continue
+				}
+			}
+			allocSeen[k] = true
+			s.Allocatable[res] = append(s.Allocatable[res], id)
+		}
 	}
 	resource.SortByKey(s.Containers, func(c *ContainerDevices) resource.Key {
 		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: c.Resource}

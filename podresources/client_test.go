@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -223,5 +224,50 @@ func TestConvertDropsMalformed(t *testing.T) {
 	}
 	if s.Dropped["empty_name"] != 2 || s.Dropped["duplicate_container"] != 1 {
 		t.Fatalf("dropped = %v", s.Dropped)
+	}
+}
+
+// A relative socket path (fk/rel.sock, ./fk/rel.sock) is the file under the
+// working directory at start; gRPC alone would read its first element as
+// an authority and never connect.
+func TestRelativeSocketConnects(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.Mkdir("fk", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := fakekubelet.NewServer(testkit.NewKubelet(&podresourcesv1.ListPodResourcesResponse{}, &podresourcesv1.AllocatableResourcesResponse{}))
+	if err := srv.Listen(filepath.Join(dir, "fk", "rel.sock")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	for _, sock := range []string{"fk/rel.sock", "./fk/rel.sock"} {
+		c, err := New(Config{Socket: sock, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(context.Background()); err != nil {
+			t.Errorf("%s: %v", sock, err)
+		}
+		c.Close()
+	}
+}
+
+// Empty, malformed and repeated allocatable IDs are dropped and counted:
+// counted as devices they inflated capacity and allocatable.
+func TestConvertDropsBadAllocatableIDs(t *testing.T) {
+	alloc := &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
+		{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"", "junk", gpuUUID, gpuUUID}},
+		{ResourceName: "amd.com/gpu", DeviceIds: []string{"0000:c1:00.0", "0000:c1:00.0"}},
+	}}
+	s := Convert(nil, alloc, resource.MustMatcher(resource.DefaultAll...))
+	if got := s.Allocatable["nvidia.com/gpu"]; len(got) != 1 || got[0] != gpuUUID {
+		t.Errorf("nvidia allocatable = %q", got)
+	}
+	if got := s.Allocatable["amd.com/gpu"]; len(got) != 1 {
+		t.Errorf("amd allocatable = %q", got)
+	}
+	if s.Dropped["invalid_device_id"] != 2 || s.Dropped["duplicate_device_id"] != 2 {
+		t.Errorf("dropped = %v", s.Dropped)
 	}
 }

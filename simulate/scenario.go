@@ -235,11 +235,17 @@ func (s *Scenario) validate() error {
 		} else {
 			seenPod[key] = true
 		}
+		// A pod's container names are unique in Kubernetes; two would
+		// serve two series of one identity, an error on every scrape.
+		seenCtr := map[string]bool{}
 		for j, c := range p.Containers {
 			cpath := fmt.Sprintf("%s.containers[%d]", path, j)
 			if c.Name == "" {
 				bad(cpath+".name", "required")
+			} else if seenCtr[c.Name] {
+				bad(cpath+".name", "duplicate container %s in pod %s/%s", c.Name, p.Namespace, p.Name)
 			}
+			seenCtr[c.Name] = true
 			switch {
 			case c.Claim != "":
 				s.checkClaim(cpath, c, bad)

@@ -27,11 +27,12 @@ func waitExit(t *testing.T, e *tooltest.Exporter, since time.Time, bound time.Du
 	return e.Cmd.ProcessState.ExitCode(), time.Since(since)
 }
 
-// TestSignalsWhenIdle: SIGTERM (what the kubelet sends) and SIGINT end an
-// idle exporter at once with exit code 0.
+// TestSignalsWhenIdle: SIGTERM (what the kubelet sends), SIGINT and SIGHUP
+// (a closed terminal; no configuration is reloaded) end an idle exporter
+// at once with exit code 0, cleaning up as on SIGTERM.
 func TestSignalsWhenIdle(t *testing.T) {
 	t.Parallel()
-	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		e := launch(t, plainReady, "--simulate")
 		scrape(t, e.Addr)
 		begin := time.Now()
@@ -64,14 +65,19 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 
 	k.Hold()
 	calls := k.Calls()
-	scraped := make(chan error, 1)
+	type result struct {
+		body string
+		err  error
+	}
+	scraped := make(chan result, 1)
 	go func() {
 		resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + e.Addr + "/metrics")
+		var b []byte
 		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
+			b, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
 		}
-		scraped <- err
+		scraped <- result{string(b), err}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for k.Calls() == calls {
@@ -104,8 +110,16 @@ func TestSIGTERMDuringScrape(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM during a scrape\nlog:\n%s", code, e.Log())
 	}
 	select {
-	case err := <-scraped:
-		t.Logf("exited %v after SIGTERM; the held scrape ended with: %v", took.Round(time.Millisecond), err)
+	case r := <-scraped:
+		t.Logf("exited %v after SIGTERM; the held scrape ended with: %v", took.Round(time.Millisecond), r.err)
+		// A scrape cut by shutdown is aborted: served, it would record a
+		// kubelet outage on every rollout.
+		if r.err == nil {
+			t.Errorf("the scrape cut by shutdown was served:\n%s", r.body)
+		}
+		if strings.Contains(e.Log(), "kubelet pod-resources unavailable") {
+			t.Errorf("shutdown logged as a kubelet outage:\n%s", e.Log())
+		}
 	case <-time.After(5 * time.Second):
 		t.Error("the held scrape's connection outlived the process")
 	}

@@ -49,7 +49,9 @@ func main() {
 		app.Fatalf("%v", err)
 	}
 	logger := o.Logger()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP (a closed terminal) stops the process like SIGTERM, with its
+	// cleanup, rather than killing it mid-scrape; nothing is reloaded.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := run(ctx, o, s, logger); err != nil {
 		logger.Error("exiting", "err", err)

@@ -26,7 +26,7 @@ func BenchmarkHandler(b *testing.B) {
 				name = c.Name + "/gzip"
 			}
 			b.Run(name, func(b *testing.B) {
-				h := startHandler(b, c)
+				h := startHandler(b, c, time.Hour, slog.New(slog.DiscardHandler))
 				req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 				req.Header.Set("Accept", "text/plain;version=0.0.4")
 				if gzip {
@@ -47,15 +47,15 @@ func BenchmarkHandler(b *testing.B) {
 }
 
 // startHandler serves a benchnode case through NewHandler with the
-// binary's default flags.
-func startHandler(b *testing.B, c benchnode.Case) http.Handler {
+// binary's default flags, reusing a kubelet reply for cacheTTL.
+func startHandler(b testing.TB, c benchnode.Case, cacheTTL time.Duration, logger *slog.Logger) http.Handler {
 	b.Helper()
 	dir, err := os.MkdirTemp("", "kge-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
-	n, err := benchnode.Start(c, dir, time.Hour)
+	n, err := benchnode.Start(c, dir, cacheTTL)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -67,7 +67,6 @@ func startHandler(b *testing.B, c benchnode.Case) http.Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	logger := slog.New(slog.DiscardHandler)
 	coll := collector.New(collector.Config{NodeName: o.nodeName, Logger: logger, NVMLStaleAfter: time.Hour,
 		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, nil)
 	h, err := NewHandler(o, coll, logger)

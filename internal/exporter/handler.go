@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,7 +38,12 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger}
+	writeErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kube_gpu_exporter_http_write_errors_total",
+		Help: "Scrape responses that could not be written in full, mostly because the client went away; each is logged once at debug level.",
+	})
+	wrap.MustRegister(writeErrors)
+	scrapes := &metricsHandler{static: static, coll: coll, labels: labels, logger: logger, writeErrors: writeErrors}
 	if o.maxRequests > 0 {
 		scrapes.inflight = make(chan struct{}, o.maxRequests)
 	}
@@ -69,6 +75,10 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 	return mux, nil
 }
 
+// maxScrapeTimeout bounds the scrape deadline
+// X-Prometheus-Scrape-Timeout-Seconds sets: the server's WriteTimeout.
+const maxScrapeTimeout = 60 * time.Second
+
 // metricsHandler serves one scrape: the scrape's context (bounded by
 // Prometheus' X-Prometheus-Scrape-Timeout-Seconds) reaches every source.
 type metricsHandler struct {
@@ -77,6 +87,8 @@ type metricsHandler struct {
 	labels   prometheus.Labels
 	logger   *slog.Logger
 	inflight chan struct{} // nil: no limit
+	// writeErrors counts responses cut short by a failed write.
+	writeErrors prometheus.Counter
 }
 
 func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,9 +104,16 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if s := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); s != "" {
 		if secs, err := strconv.ParseFloat(s, 64); err == nil && secs > 0 {
-			// Leave a little of the scrape's budget for encoding and the network.
+			// Leave a little of the scrape's budget for encoding and the
+			// network. A huge (or infinite) value would overflow the
+			// duration into the past: no scrape waits longer than the
+			// server would write its response anyway.
+			timeout := maxScrapeTimeout
+			if secs*0.9 < timeout.Seconds() {
+				timeout = time.Duration(secs * 0.9 * float64(time.Second))
+			}
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, time.Duration(secs*0.9*float64(time.Second)))
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		}
 	}
@@ -107,10 +126,69 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reg = prometheus.WrapRegistererWith(h.labels, scrape)
 	}
 	reg.MustRegister(h.coll.WithContext(ctx))
-	promhttp.HandlerFor(disjoint{h.static, scrape}, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(h.logger.Handler(), slog.LevelError),
+	sw := &scrapeWriter{ResponseWriter: w}
+	promhttp.HandlerFor(abortOnShutdown{disjoint{h.static, scrape}, r.Context()}, promhttp.HandlerOpts{
+		ErrorLog:      scrapeLog{h.logger},
 		ErrorHandling: promhttp.ContinueOnError,
-	}).ServeHTTP(w, r)
+	}).ServeHTTP(sw, r)
+	if sw.err != nil {
+		h.writeErrors.Inc()
+		h.logger.Debug("scrape response not delivered", "remote", r.RemoteAddr, "err", sw.err)
+	}
+}
+
+// abortOnShutdown aborts a scrape whose sources were cut short by shutdown
+// (serve cancels the scrapes in flight): served, it would report them down,
+// a false outage on every rollout. An aborted response is a failed scrape
+// of an exporter going away, which it is.
+type abortOnShutdown struct {
+	g   prometheus.Gatherer
+	ctx context.Context
+}
+
+func (a abortOnShutdown) Gather() ([]*dto.MetricFamily, error) {
+	mfs, err := a.g.Gather()
+	if sc, ok := a.ctx.Value(shutdownKey{}).(context.Context); ok && sc.Err() != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return mfs, err
+}
+
+// scrapeWriter remembers the first failed write and fails every later one
+// at once: promhttp goes on encoding family after family to a client that
+// has gone away.
+type scrapeWriter struct {
+	http.ResponseWriter
+	err error
+}
+
+func (w *scrapeWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// scrapeLog is promhttp's error log. A failed write is logged once per
+// request by the handler (promhttp reports it once per metric family), and
+// a client's Accept-Encoding that names no encoding promhttp has is served
+// uncompressed, which is not an error of this exporter. Anything else (a
+// collector's inconsistent series) stays an error.
+type scrapeLog struct{ logger *slog.Logger }
+
+func (l scrapeLog) Println(v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintln(v...))
+	switch {
+	case strings.HasPrefix(msg, "error encoding and sending metric family"):
+	case strings.HasPrefix(msg, "error getting writer"):
+		l.logger.Debug("Accept-Encoding not served; answering uncompressed", "detail", msg)
+	default:
+		l.logger.Error(msg)
+	}
 }
 
 // disjoint gathers two registries that expose no metric name in common (the

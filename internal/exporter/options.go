@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
@@ -39,6 +42,7 @@ type Options struct {
 	web            *web.FlagConfig
 	metricsPath    string
 	maxRequests    int
+	maxConns       int
 	nodeName       string
 	clusterName    string
 	clusterID      string
@@ -70,11 +74,12 @@ func AddFlags(app *kingpin.Application) *Options {
 	o.web = kingpinflag.AddFlags(app, defaultAddress)
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&o.metricsPath)
 	intFlag(app, "web.max-requests", "Maximum number of concurrent scrape requests; 0 disables the limit.", "40", &o.maxRequests)
+	intFlag(app, "web.max-connections", "Maximum number of open HTTP connections per listen address, idle ones included; more wait in the kernel's backlog until one closes. 0 disables the limit.", "512", &o.maxConns)
 	app.Flag("kube.node-name", "Name of this node: the node label of every series.").Envar("NODE_NAME").StringVar(&o.nodeName)
 	app.Flag("cluster.name", "If set, adds a cluster_name label with this value to every series.").Default("").StringVar(&o.clusterName)
 	app.Flag("cluster.id", "If set, adds a cluster_id label with this value to every series.").Default("").StringVar(&o.clusterID)
 	app.Flag("kubelet.pod-resources-socket", "Path of the kubelet's pod-resources socket.").Default(podresources.DefaultSocket).StringVar(&o.socket)
-	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted (large nodes exceed gRPC's 4MiB default).", "64MiB", &o.maxRecv)
+	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted; a larger one is counted as an error (reason message_too_large). Decoding a reply takes up to about 20 times its size in memory: raise the memory limit with it (docs/performance.md).", defaultMaxRecv, &o.maxRecv)
 	durationFlag(app, "kubelet.timeout", "Timeout of every pod-resources call.", "5s", &o.kubeletTimeout)
 	durationFlag(app, "kubelet.cache-ttl", "How long a pod-resources reply is reused by later scrapes (the kubelet rate-limits the socket for all clients).", "1s", &o.cacheTTL)
 	durationFlag(app, "nvml.duty-cycle-window", "Window over which the GPU duty cycle is averaged.", "60s", &o.window)
@@ -117,10 +122,10 @@ func (o *Options) Logger() *slog.Logger { return promslog.New(o.log) }
 // Validate checks what kingpin's types cannot, naming the flag at fault.
 func (o *Options) Validate() error {
 	switch {
-	case o.window <= 0:
-		return errors.New("--nvml.duty-cycle-window must be positive")
-	case o.pollInterval <= 0 || o.pollInterval > 15*time.Second:
-		return errors.New("--nvml.poll-interval must be between 0 and 15s: NVML keeps only about 16s of samples")
+	case o.window <= 0 || o.window > maxWindow:
+		return fmt.Errorf("--nvml.duty-cycle-window must be positive and at most %s: the sampler keeps every sample of the window", maxWindow)
+	case o.pollInterval < minPollInterval || o.pollInterval > 15*time.Second:
+		return fmt.Errorf("--nvml.poll-interval must be between %s (NVML calls are not free) and 15s (NVML keeps only about 16s of samples)", minPollInterval)
 	case o.window < o.pollInterval:
 		return fmt.Errorf("--nvml.duty-cycle-window (%s) must not be shorter than --nvml.poll-interval (%s)", o.window, o.pollInterval)
 	case o.retryInterval <= 0:
@@ -133,8 +138,19 @@ func (o *Options) Validate() error {
 		return errors.New("--kubelet.max-recv-msg-size must be between 4MiB and 2GiB")
 	case o.maxRequests < 0:
 		return errors.New("--web.max-requests must not be negative")
-	case o.metricsPath == "" || o.metricsPath[0] != '/' || o.metricsPath == "/":
-		return errors.New("--web.telemetry-path must be an absolute path other than /")
+	case o.maxConns < 0:
+		return errors.New("--web.max-connections must not be negative")
+	}
+	if err := checkMetricsPath(o.metricsPath); err != nil {
+		return err
+	}
+	if err := o.checkListenAddresses(); err != nil {
+		return err
+	}
+	for flag, v := range map[string]string{"cluster.name": o.clusterName, "cluster.id": o.clusterID, "kube.node-name": o.nodeName} {
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("--%s: %q is not valid UTF-8, which label values must be", flag, v)
+		}
 	}
 	for _, d := range o.draDrivers {
 		if d == "" || strings.ContainsAny(d, "/ ") {
@@ -143,6 +159,68 @@ func (o *Options) Validate() error {
 	}
 	if _, err := resource.NewMatcher(o.resources); err != nil {
 		return fmt.Errorf("--gpu.resource: %w", err)
+	}
+	return nil
+}
+
+// defaultMaxRecv is the largest kubelet reply the chart's 128Mi memory limit
+// can decode (recvCostPerByte): far more than a node's pods take (a few
+// hundred KiB for 250 pods).
+const defaultMaxRecv = "4MiB"
+
+// recvCostPerByte is the peak memory that decoding a pod-resources reply
+// takes per byte of reply, measured with GOMEMLIMIT set (about 20 without;
+// docs/performance.md).
+const recvCostPerByte = 14
+
+// The bounds of the NVML sampler's timing flags.
+const (
+	minPollInterval = 100 * time.Millisecond
+	maxWindow       = time.Hour
+)
+
+// checkMetricsPath refuses what http.ServeMux would read as a pattern
+// rather than one path (wildcards, a trailing slash that serves a whole
+// subtree) and paths no client sends as given (unclean ones, which the mux
+// redirects, or characters that need escaping).
+func checkMetricsPath(p string) error {
+	const flag = "--web.telemetry-path"
+	switch {
+	case p == "" || p[0] != '/' || p == "/":
+		return fmt.Errorf("%s must be an absolute path other than /", flag)
+	case path.Clean(p) != p:
+		return fmt.Errorf("%s=%s is not a clean path (no //, . or .. and no trailing /); did you mean %s?", flag, p, path.Clean(p))
+	}
+	for _, r := range p {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && !strings.ContainsRune("/-._~", r) {
+			return fmt.Errorf("%s=%q: only letters, digits and /-._~ may be used", flag, p)
+		}
+	}
+	return nil
+}
+
+// checkListenAddresses refuses addresses that would listen on a port
+// nobody chose: an empty address or port is a random port on every
+// interface.
+func (o *Options) checkListenAddresses() error {
+	if o.web.WebSystemdSocket != nil && *o.web.WebSystemdSocket {
+		return nil
+	}
+	if len(*o.web.WebListenAddresses) == 0 {
+		return errors.New("--web.listen-address: no address to listen on")
+	}
+	for _, a := range *o.web.WebListenAddresses {
+		if strings.HasPrefix(a, "vsock://") {
+			continue
+		}
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return fmt.Errorf("--web.listen-address=%q: %w", a, err)
+		}
+		if port == "" || port == "0" {
+			return fmt.Errorf("--web.listen-address=%q: a port is needed, such as %s", a, defaultAddress)
+		}
 	}
 	return nil
 }

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -84,6 +87,12 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	draDrivers := []string{} // no claims read
 	if o.draEnabled {
 		draDrivers = o.draDrivers
+	}
+	if lim := debug.SetMemoryLimit(-1); lim != math.MaxInt64 && o.maxRecv*recvCostPerByte > lim {
+		// A reply of that size would be decoded, not refused, and the
+		// process killed for its memory.
+		logger.Warn("--kubelet.max-recv-msg-size allows kubelet replies larger than GOMEMLIMIT can decode",
+			"max_recv_bytes", o.maxRecv, "decode_bytes", o.maxRecv*recvCostPerByte, "gomemlimit_bytes", lim)
 	}
 	kubelet, err := podresources.New(podresources.Config{
 		Socket: o.socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
@@ -202,36 +211,62 @@ func stopWatcher(cancel context.CancelFunc, w *kube.Watcher, logger *slog.Logger
 	}
 }
 
-// serve runs the HTTP server until ctx ends (then shuts it down) or it
-// fails.
+// authSlots is how many requests with credentials not yet seen to succeed
+// may be inside exporter-toolkit's basic auth at once (see authGate).
+const authSlots = 4
+
+// shutdownKey holds, in every request's context, the context that ends when
+// shutdown starts: a scrape cut by shutdown is then told from a failing
+// source.
+type shutdownKey struct{}
+
+// serve runs the HTTP servers, one per listener, until ctx ends (then shuts
+// them down) or one fails.
 func serve(ctx context.Context, o *Options, handler http.Handler, logger *slog.Logger) error {
+	if err := checkWebConfig(*o.web.WebConfigFile); err != nil {
+		return err
+	}
+	ls, err := listen(o)
+	if err != nil {
+		return err
+	}
 	// Scrapes still waiting on a source when shutdown starts are cancelled
 	// rather than waited for.
 	serveCtx, cancelServe := context.WithCancel(context.Background())
 	defer cancelServe()
-	srv := &http.Server{
-		BaseContext:       func(net.Listener) context.Context { return serveCtx },
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+	base := context.WithValue(serveCtx, shutdownKey{}, serveCtx)
+	servers := make([]*http.Server, len(ls))
+	serveErr := make(chan error, len(ls))
+	for i, l := range ls {
+		srv := &http.Server{
+			BaseContext:       func(net.Listener) context.Context { return base },
+			Handler:           markPassed(handler),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+		}
+		servers[i] = srv
+		gl := gateListener{Listener: l, once: new(sync.Once), install: func() {
+			srv.Handler = newAuthGate(srv.Handler, authSlots)
+		}}
+		go func() { serveErr <- web.Serve(gl, srv, o.web, logger) }()
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(srv, o.web, logger) }()
 
 	select {
-	case err := <-serveErr:
-		return fmt.Errorf("serve: %w", err)
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+		logger.Info("shutting down")
 	}
-	logger.Info("shutting down")
 	cancelServe()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("shutdown", "err", err)
+	for _, srv := range servers {
+		if e := srv.Shutdown(shutdownCtx); e != nil {
+			logger.Warn("shutdown", "err", e)
+		}
 	}
-	return nil
+	return err
 }

@@ -137,3 +137,28 @@ metricRelabelings:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+GOMEMLIMIT, so that the Go runtime collects harder before the container's
+memory limit rather than being killed at it: "auto" is 90% of
+resources.limits.memory when that is in Mi or Gi, and nothing otherwise.
+*/}}
+{{- define "kube-gpu-exporter.goMemLimit" -}}
+{{- $set := .Values.exporter.goMemLimit | toString -}}
+{{- if eq $set "auto" -}}
+{{- $limit := dig "limits" "memory" "" (.Values.resources | default dict) | toString -}}
+{{- $mib := 0 -}}
+{{- if hasSuffix "Mi" $limit -}}
+{{- $mib = trimSuffix "Mi" $limit | int -}}
+{{- else if hasSuffix "Gi" $limit -}}
+{{- $mib = mul (trimSuffix "Gi" $limit | int) 1024 -}}
+{{- end -}}
+{{- if gt $mib 0 -}}
+- name: GOMEMLIMIT
+  value: {{ printf "%dMiB" (div (mul $mib 9) 10) | quote }}
+{{- end -}}
+{{- else if $set -}}
+- name: GOMEMLIMIT
+  value: {{ $set | quote }}
+{{- end -}}
+{{- end -}}
