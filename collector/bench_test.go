@@ -44,7 +44,8 @@ func startCase(tb testing.TB, c benchnode.Case, cacheTTL time.Duration, now func
 		tb.Fatal(err)
 	}
 	tb.Cleanup(n.Close)
-	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now}, n.Sampler, n.Kubelet, nil)
+	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now,
+		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, nil)
 	// Fill the client's cache, so a timed scrape never waits for the kubelet.
 	if _, err := n.Kubelet.Read(context.Background()); err != nil {
 		tb.Fatal(err)

@@ -74,8 +74,11 @@ type Config struct {
 	Telemetry, Health, Events bool
 	// Profiling switches the GPM families on (--collector.profiling).
 	Profiling bool
-	// XidRetention is how long a container's Xid series outlive it;
-	// 0 means 1h.
+	// Chargeback switches the per-container energy and GPU-seconds
+	// counters on (--collector.chargeback).
+	Chargeback bool
+	// XidRetention is how long a container's Xid, energy and GPU-seconds
+	// series outlive it; 0 means 1h.
 	XidRetention time.Duration
 }
 
@@ -97,6 +100,9 @@ type Collector struct {
 	ctrHealth *level[ContainerHealth]
 	ctrXid    *level[ContainerXid]
 	xids      *xidLedger
+	accounts  *level[ContainerAccount]
+	devAcct   *level[DeviceAccount]
+	energy    *energyLedger
 	self      selfDescs
 	log       *stateLog
 	unmatched *idLog
@@ -148,6 +154,9 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		ctrHealth: newLevel(usageLabels, func(b []string, h *ContainerHealth) []string { return usageValues(node)(b, h.Usage) }, containerHealthFamilies),
 		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
 		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
+		accounts:  newLevel(usageLabels, accountValues(node), accountFamilies),
+		devAcct:   newLevel(deviceLabels, func(b []string, d *DeviceAccount) []string { return deviceValues(node)(b, d.Device) }, deviceAccountFamilies),
+		energy:    newEnergyLedger(cfg.XidRetention, maxXidRows),
 		usage:     newLevel(usageLabels, usageValues(node), useFams),
 		attr:      newLevel(deviceLabels, func(b []string, a *Attribution) []string { return deviceValues(node)(b, a.Device) }, attributionFamilies),
 		unattr:    newLevel(deviceLabels, func(b []string, u *Unattributed) []string { return deviceValues(node)(b, u.Device) }, unattributedFamilies),
@@ -174,6 +183,10 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.cfg.Events {
 		c.ctrXid.describe(ch)
+	}
+	if c.cfg.Chargeback {
+		c.accounts.describe(ch)
+		c.devAcct.describe(ch)
 	}
 	c.self.describe(ch)
 }
@@ -247,6 +260,9 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		if c.cfg.Events && in.Kubelet != nil {
 			v.ContainerXids = c.xids.update(&v, c.cfg.Now())
 		}
+		if c.cfg.Chargeback && in.Kubelet != nil {
+			v.Accounts, v.DeviceAccounts = c.energy.update(&v, c.cfg.Now())
+		}
 	}
 	return v, h
 }
@@ -289,5 +305,7 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.devHealth.collect(ch, v.Health)
 	c.ctrHealth.collect(ch, v.ContainerHealth)
 	c.ctrXid.collect(ch, v.ContainerXids)
+	c.accounts.collect(ch, v.Accounts)
+	c.devAcct.collect(ch, v.DeviceAccounts)
 	c.emitHealth(ch, v, h)
 }

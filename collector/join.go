@@ -79,6 +79,10 @@ type View struct {
 	Health          []DeviceHealth
 	ContainerHealth []ContainerHealth
 	ContainerXids   []ContainerXid
+	// Accounts and DeviceAccounts are the chargeback counters, filled
+	// when the chargeback switch is on.
+	Accounts       []ContainerAccount
+	DeviceAccounts []DeviceAccount
 }
 
 // deviceIndex resolves parsed kubelet device IDs to NVML devices.

@@ -25,7 +25,7 @@ type mockNode struct {
 	mu    sync.Mutex
 }
 
-func newMockNode(t *testing.T, n int) *mockNode {
+func newMockNode(t testing.TB, n int) *mockNode {
 	t.Helper()
 	m := &mockNode{srv: dgxa100.New(), clock: testkit.NewClock(time.Unix(1_700_000_000, 0)), calls: map[string]int{}}
 	m.srv.Devices = m.srv.Devices[:n]

@@ -62,7 +62,7 @@ func scrape(t *testing.T, addr string) string {
 // volatile are the families whose values move with time, the machine or
 // the readiness polls that came before (a previous scrape's handler may
 // not have returned yet, so requests in flight is 1 or 2).
-var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_memory_bandwidth_utilization_ratio|kube_gpu_energy_joules_total|kube_gpu_power_usage_watts|kube_gpu_temperature_celsius|kube_gpu_clock_event_seconds_total|kube_gpu_exporter_scrape_duration_seconds|promhttp_metric_handler_requests_total|promhttp_metric_handler_requests_in_flight|kube_gpu_(container_)?[a-z0-9_]+_(active|occupancy)_ratio|kube_gpu_[a-z]+_bandwidth_bytes_per_second)[{ ]`)
+var volatile = regexp.MustCompile(`^(containerGpuDutyCycle|nodeGpuDutyCycle|kube_gpu_unattributed_duty_cycle|kube_gpu_memory_bandwidth_utilization_ratio|kube_gpu_energy_joules_total|kube_gpu_power_usage_watts|kube_gpu_temperature_celsius|kube_gpu_clock_event_seconds_total|kube_gpu_exporter_scrape_duration_seconds|promhttp_metric_handler_requests_total|promhttp_metric_handler_requests_in_flight|kube_gpu_(container_)?[a-z0-9_]+_(active|occupancy)_ratio|kube_gpu_[a-z]+_bandwidth_bytes_per_second|kube_gpu_container_(energy_joules|allocated_gpu_seconds|used_gpu_seconds)_total|kube_gpu_un(allocated|attributed)_energy_joules_total)[{ ]`)
 
 // normalize drops the Go runtime families and blanks values that move, so
 // the rest of the exposition can be compared byte for byte.

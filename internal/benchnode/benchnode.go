@@ -19,6 +19,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
@@ -162,6 +163,17 @@ func (c Case) NVML(calls *atomic.Uint64) gonvml.Interface {
 			used := uint64(i+1) << 30
 			return gonvml.Memory_v2{Total: dev.MemoryInfo.Total, Used: used, Free: dev.MemoryInfo.Total - used}, gonvml.SUCCESS
 		}
+		// Every telemetry and health family, so benchmarks include them.
+		nvmltest.Apply(&dev.Device, nvmltest.Profile{
+			PowerMilliwatts: nvmltest.U32(300_000 + 1000*uint32(i)), PowerLimitMilliwatts: nvmltest.U32(400_000),
+			EnergyMillijoules: func() uint64 { return 1_000_000 * uint64(i+1) },
+			TempGPU:           nvmltest.U32(60), TempMemory: nvmltest.U32(70),
+			SMClockMHz: nvmltest.U32(1410), MemClockMHz: nvmltest.U32(1215), SMMaxMHz: nvmltest.U32(1410), MemMaxMHz: nvmltest.U32(1215),
+			ClockEvents:     nvmltest.U64(gonvml.ClocksEventReasonSwPowerCap),
+			ClockEventNanos: map[uint32]uint64{gonvml.FI_DEV_CLOCKS_EVENT_REASON_SW_POWER_CAP: 1e9},
+			MemoryUtil:      nvmltest.U32(30), Encoder: nvmltest.U32(0), Decoder: nvmltest.U32(0), PCIeReplays: nvmltest.Int(0),
+			ECC: &[2][2]uint64{}, RemappedRows: &[2]int{}, RecoveryAction: nvmltest.U32(0),
+		})
 		if c.Sharing != MIG {
 			continue
 		}
@@ -242,7 +254,10 @@ func (n *Node) NVMLCalls() uint64 { return n.nvmlCalls.Load() }
 // in dir, read by a client that reuses a reply for cacheTTL.
 func Start(c Case, dir string, cacheTTL time.Duration) (*Node, error) {
 	calls := new(atomic.Uint64)
-	s := nvml.NewSampler(c.NVML(calls), nvml.Config{Window: time.Minute, Now: func() time.Time { return Now }})
+	lib := c.NVML(calls)
+	nvmltest.NoEvents(&lib.(*server.Server).Interface)
+	s := nvml.NewSampler(lib, nvml.Config{Window: time.Minute, Now: func() time.Time { return Now },
+		Telemetry: true, Health: true, Events: true, Profiling: true})
 	s.Poll()
 	snap := s.Snapshot()
 	want := c.GPUs

@@ -68,7 +68,8 @@ func startHandler(b *testing.B, c benchnode.Case) http.Handler {
 		b.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	coll := collector.New(collector.Config{NodeName: o.nodeName, Logger: logger, NVMLStaleAfter: time.Hour}, n.Sampler, n.Kubelet, nil)
+	coll := collector.New(collector.Config{NodeName: o.nodeName, Logger: logger, NVMLStaleAfter: time.Hour,
+		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, nil)
 	h, err := NewHandler(o, coll, logger)
 	if err != nil {
 		b.Fatal(err)

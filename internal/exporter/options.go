@@ -55,11 +55,11 @@ type Options struct {
 	kubeconfig     string
 	perProcess     bool
 	// The collector switches, --[no-]collector.<group>.
-	collectTelemetry, collectHealth, collectEvents, collectProfiling bool
-	procfs                                                           string
-	draEnabled                                                       bool
-	draDrivers                                                       []string
-	log                                                              *promslog.Config
+	collectTelemetry, collectHealth, collectEvents, collectProfiling, collectChargeback bool
+	procfs                                                                              string
+	draEnabled                                                                          bool
+	draDrivers                                                                          []string
+	log                                                                                 *promslog.Config
 }
 
 // AddFlags registers the exporter's flags, --version and -h on app and
@@ -89,6 +89,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("collector.health", "Read each GPU's ECC errors, retired pages or remapped rows and recovery action, and serve a health summary per GPU and holder.").Default("true").BoolVar(&o.collectHealth)
 	app.Flag("collector.events", "Count each GPU's Xid events (an NVML event set waited on by its own goroutine), per GPU and per container holding it.").Default("true").BoolVar(&o.collectEvents)
 	app.Flag("collector.profiling", "Read GPM metrics (SM activity and occupancy, tensor, DRAM, FP16/32/64, PCIe, NVLink) on Hopper and newer GPUs and MIG instances, unprivileged; split per container by its share of the GPU.").Default("true").BoolVar(&o.collectProfiling)
+	app.Flag("collector.chargeback", "Serve per-container energy and allocated/used GPU-seconds counters, a shared GPU's energy split by each holder's share (docs/metrics.md).").Default("true").BoolVar(&o.collectChargeback)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
 	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs get, list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
 	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(resource.DefaultDRADrivers()...).StringsVar(&o.draDrivers)

@@ -105,6 +105,7 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
 		PerProcess:     o.perProcess, Owners: owners,
 		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents, Profiling: o.collectProfiling,
+		Chargeback: o.collectChargeback,
 	}, sampler, kubelet, specs)
 
 	handler, err := NewHandler(o, coll, logger)

@@ -7,6 +7,7 @@ package nvmltest
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -39,6 +40,15 @@ type Profile struct {
 	RecoveryAction *uint32
 	// Events is the supported event mask; 0: no events.
 	Events uint64
+	// Calls, when set, counts every call Apply's functions answer, so a
+	// benchmark can tell NVML calls per device and poll.
+	Calls *atomic.Uint64
+}
+
+func (p *Profile) hit() {
+	if p.Calls != nil {
+		p.Calls.Add(1)
+	}
 }
 
 // U32, U64 and Int return pointers for Profile fields.
@@ -63,13 +73,14 @@ func u32(p *uint32) (uint32, gonvml.Return) {
 // test already set are kept.
 func Apply(d *mock.Device, p Profile) {
 	if d.GetPowerUsageFunc == nil {
-		d.GetPowerUsageFunc = func() (uint32, gonvml.Return) { return u32(p.PowerMilliwatts) }
+		d.GetPowerUsageFunc = func() (uint32, gonvml.Return) { p.hit(); return u32(p.PowerMilliwatts) }
 	}
 	if d.GetEnforcedPowerLimitFunc == nil {
-		d.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { return u32(p.PowerLimitMilliwatts) }
+		d.GetEnforcedPowerLimitFunc = func() (uint32, gonvml.Return) { p.hit(); return u32(p.PowerLimitMilliwatts) }
 	}
 	if d.GetTotalEnergyConsumptionFunc == nil {
 		d.GetTotalEnergyConsumptionFunc = func() (uint64, gonvml.Return) {
+			p.hit()
 			if p.EnergyMillijoules == nil {
 				return 0, unsupported
 			}
@@ -77,10 +88,11 @@ func Apply(d *mock.Device, p Profile) {
 		}
 	}
 	if d.GetTemperatureFunc == nil {
-		d.GetTemperatureFunc = func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { return u32(p.TempGPU) }
+		d.GetTemperatureFunc = func(gonvml.TemperatureSensors) (uint32, gonvml.Return) { p.hit(); return u32(p.TempGPU) }
 	}
 	if d.GetClockInfoFunc == nil {
 		d.GetClockInfoFunc = func(c gonvml.ClockType) (uint32, gonvml.Return) {
+			p.hit()
 			if c == gonvml.CLOCK_MEM {
 				return u32(p.MemClockMHz)
 			}
@@ -89,6 +101,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetMaxClockInfoFunc == nil {
 		d.GetMaxClockInfoFunc = func(c gonvml.ClockType) (uint32, gonvml.Return) {
+			p.hit()
 			if c == gonvml.CLOCK_MEM {
 				return u32(p.MemMaxMHz)
 			}
@@ -97,6 +110,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetCurrentClocksEventReasonsFunc == nil {
 		d.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) {
+			p.hit()
 			if p.ClockEvents == nil {
 				return 0, unsupported
 			}
@@ -105,11 +119,13 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetSamplesFunc == nil {
 		d.GetSamplesFunc = func(gonvml.SamplingType, uint64) (gonvml.ValueType, []gonvml.Sample, gonvml.Return) {
+			p.hit()
 			return 0, nil, unsupported
 		}
 	}
 	if d.GetUtilizationRatesFunc == nil {
 		d.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) {
+			p.hit()
 			if p.MemoryUtil == nil {
 				return gonvml.Utilization{}, unsupported
 			}
@@ -117,13 +133,14 @@ func Apply(d *mock.Device, p Profile) {
 		}
 	}
 	if d.GetEncoderUtilizationFunc == nil {
-		d.GetEncoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { v, r := u32(p.Encoder); return v, 0, r }
+		d.GetEncoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { p.hit(); v, r := u32(p.Encoder); return v, 0, r }
 	}
 	if d.GetDecoderUtilizationFunc == nil {
-		d.GetDecoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { v, r := u32(p.Decoder); return v, 0, r }
+		d.GetDecoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { p.hit(); v, r := u32(p.Decoder); return v, 0, r }
 	}
 	if d.GetPcieReplayCounterFunc == nil {
 		d.GetPcieReplayCounterFunc = func() (int, gonvml.Return) {
+			p.hit()
 			if p.PCIeReplays == nil {
 				return 0, unsupported
 			}
@@ -131,10 +148,11 @@ func Apply(d *mock.Device, p Profile) {
 		}
 	}
 	if d.GetFieldValuesFunc == nil {
-		d.GetFieldValuesFunc = func(v []gonvml.FieldValue) gonvml.Return { fields(p, v); return gonvml.SUCCESS }
+		d.GetFieldValuesFunc = func(v []gonvml.FieldValue) gonvml.Return { p.hit(); fields(p, v); return gonvml.SUCCESS }
 	}
 	if d.GetEccModeFunc == nil {
 		d.GetEccModeFunc = func() (gonvml.EnableState, gonvml.EnableState, gonvml.Return) {
+			p.hit()
 			if p.ECC == nil {
 				return gonvml.FEATURE_DISABLED, gonvml.FEATURE_DISABLED, gonvml.SUCCESS
 			}
@@ -143,6 +161,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetTotalEccErrorsFunc == nil {
 		d.GetTotalEccErrorsFunc = func(e gonvml.MemoryErrorType, c gonvml.EccCounterType) (uint64, gonvml.Return) {
+			p.hit()
 			if p.ECC == nil || e > 1 || c > 1 {
 				return 0, unsupported
 			}
@@ -151,6 +170,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetRemappedRowsFunc == nil {
 		d.GetRemappedRowsFunc = func() (int, int, bool, bool, gonvml.Return) {
+			p.hit()
 			if p.RemappedRows == nil {
 				return 0, 0, false, false, unsupported
 			}
@@ -159,6 +179,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetRetiredPages_v2Func == nil {
 		d.GetRetiredPages_v2Func = func(c gonvml.PageRetirementCause) ([]uint64, []uint64, gonvml.Return) {
+			p.hit()
 			if p.RetiredPages == nil || c > 1 {
 				return nil, nil, unsupported
 			}
@@ -167,6 +188,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetRetiredPagesPendingStatusFunc == nil {
 		d.GetRetiredPagesPendingStatusFunc = func() (gonvml.EnableState, gonvml.Return) {
+			p.hit()
 			if p.RetiredPages == nil {
 				return 0, unsupported
 			}
@@ -175,6 +197,7 @@ func Apply(d *mock.Device, p Profile) {
 	}
 	if d.GetSupportedEventTypesFunc == nil {
 		d.GetSupportedEventTypesFunc = func() (uint64, gonvml.Return) {
+			p.hit()
 			if p.Events == 0 {
 				return 0, unsupported
 			}
@@ -182,7 +205,7 @@ func Apply(d *mock.Device, p Profile) {
 		}
 	}
 	if d.RegisterEventsFunc == nil {
-		d.RegisterEventsFunc = func(uint64, gonvml.EventSet) gonvml.Return { return gonvml.SUCCESS }
+		d.RegisterEventsFunc = func(uint64, gonvml.EventSet) gonvml.Return { p.hit(); return gonvml.SUCCESS }
 	}
 }
 
