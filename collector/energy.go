@@ -204,21 +204,7 @@ func (l *energyLedger) update(v *View, now time.Time) ([]ContainerAccount, []Dev
 		}
 	}
 
-	for k, r := range l.rows {
-		if now.Sub(r.lastSeen) > l.retention {
-			delete(l.rows, k)
-		}
-	}
-	for len(l.rows) > l.max {
-		var oldest accountKey
-		var at time.Time
-		for k, r := range l.rows {
-			if at.IsZero() || r.lastSeen.Before(at) {
-				oldest, at = k, r.lastSeen
-			}
-		}
-		delete(l.rows, oldest)
-	}
+	prune(l.rows, func(r *accountRow) time.Time { return r.lastSeen }, now, l.retention, l.max)
 
 	out := make([]ContainerAccount, 0, len(l.rows))
 	for _, r := range l.rows {

@@ -93,20 +93,8 @@ func (l *xidLedger) update(v *View, now time.Time) []ContainerXid {
 		if r.lastSeen.IsZero() {
 			r.lastSeen = now
 		}
-		if now.Sub(r.lastSeen) > l.retention {
-			delete(l.rows, k)
-		}
 	}
-	for len(l.rows) > l.max {
-		var oldest ctrXid
-		var at time.Time
-		for k, r := range l.rows {
-			if at.IsZero() || r.lastSeen.Before(at) {
-				oldest, at = k, r.lastSeen
-			}
-		}
-		delete(l.rows, oldest)
-	}
+	prune(l.rows, func(r *xidRow) time.Time { return r.lastSeen }, now, l.retention, l.max)
 	out := make([]ContainerXid, 0, len(l.rows))
 	for k, r := range l.rows {
 		out = append(out, ContainerXid{Namespace: k.ns, Pod: k.pod, Container: k.ctr, UUID: k.uuid, Model: k.model,

@@ -11,6 +11,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 )
@@ -44,7 +45,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 	}
 	srv := dgxa100.NewWithGPUs(cfgs...)
 	for i, d := range srv.Devices {
-		i, dev := i, d.(*dgxa100.Device)
+		i, dev := i, d.(*server.Device)
 		dev.UUID = UUID(i)
 		dev.PciBusID = fmt.Sprintf("00000000:%02X:00.0", 0x10+i)
 		dev.GetPciInfoFunc = func() (gonvml.PciInfo, gonvml.Return) {
@@ -139,7 +140,7 @@ func (n *Node) processes(k devKey) func() ([]gonvml.ProcessInfo, gonvml.Return) 
 // as the driver shows them: own UUID, GPU and compute instance IDs, a name
 // ending in the profile, own memory and processes. Per-process utilization
 // and v2 memory are not supported on MIG instances, as on real hardware.
-func (n *Node) partition(dev *dgxa100.Device, i int, profiles []string) {
+func (n *Node) partition(dev *server.Device, i int, profiles []string) {
 	dev.MigMode = gonvml.DEVICE_MIG_ENABLE
 	migs := make([]gonvml.Device, len(profiles))
 	for j, profile := range profiles {
@@ -184,7 +185,7 @@ type gpmSample struct {
 // time, and GRAPHICS_UTIL (or SM_UTIL) between two samples is the
 // instance's mean utilization over the simulated driver's one-second
 // samples between them.
-func (n *Node) serveGPM(srv *dgxa100.Server) {
+func (n *Node) serveGPM(srv *server.Server) {
 	// Whole-GPU GPM samples: not simulated until scenarios carry profiles.
 	srv.GpmSampleGetFunc = func(gonvml.Device, gonvml.GpmSample) gonvml.Return { return gonvml.ERROR_NOT_SUPPORTED }
 	var mu sync.Mutex

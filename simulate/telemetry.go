@@ -1,7 +1,6 @@
 package simulate
 
 import (
-	"encoding/binary"
 	"math"
 	"sort"
 	"sync"
@@ -209,13 +208,13 @@ func (n *Node) applyTelemetry(dev *server.Device, i int) {
 			f := &v[k]
 			switch {
 			case f.FieldId == gonvml.FI_DEV_MEMORY_TEMP:
-				putField(f, uint64(g.memTempC(now)))
+				nvmltest.PutU64(f, uint64(g.memTempC(now)))
 			case clockEventField(f.FieldId) != 0:
 				var ns uint64
 				if active&clockEventField(f.FieldId) != 0 {
 					ns = uint64(max(0, now.Sub(n.started)))
 				}
-				putField(f, ns)
+				nvmltest.PutU64(f, ns)
 			}
 		}
 		return ret
@@ -230,13 +229,6 @@ func clockEventField(id uint32) uint64 {
 		}
 	}
 	return 0
-}
-
-func putField(f *gonvml.FieldValue, v uint64) {
-	f.NvmlReturn = uint32(gonvml.SUCCESS)
-	f.ValueType = uint32(gonvml.VALUE_TYPE_UNSIGNED_LONG_LONG)
-	// FieldValue.Value holds the C union in the host's byte order.
-	binary.NativeEndian.PutUint64(f.Value[:], v)
 }
 
 // scheduledXid is one scenario Xid, reported once its offset has passed.

@@ -217,21 +217,23 @@ func fields(p Profile, v []gonvml.FieldValue) {
 		switch f.FieldId {
 		case gonvml.FI_DEV_MEMORY_TEMP:
 			if p.TempMemory != nil {
-				putU64(f, uint64(*p.TempMemory))
+				PutU64(f, uint64(*p.TempMemory))
 			}
 		case gonvml.FI_DEV_GET_GPU_RECOVERY_ACTION:
 			if p.RecoveryAction != nil {
-				putU64(f, uint64(*p.RecoveryAction))
+				PutU64(f, uint64(*p.RecoveryAction))
 			}
 		default:
 			if ns, ok := p.ClockEventNanos[f.FieldId]; ok {
-				putU64(f, ns)
+				PutU64(f, ns)
 			}
 		}
 	}
 }
 
-func putU64(f *gonvml.FieldValue, v uint64) {
+// PutU64 answers a field value with v, as the driver does: the C union in
+// the host's byte order.
+func PutU64(f *gonvml.FieldValue, v uint64) {
 	f.NvmlReturn = uint32(gonvml.SUCCESS)
 	f.ValueType = uint32(gonvml.VALUE_TYPE_UNSIGNED_LONG_LONG)
 	binary.NativeEndian.PutUint64(f.Value[:], v)
