@@ -34,6 +34,14 @@ func Cost() *Dashboard {
 	total := func(by, level, what, window, selector string) string {
 		return fmt.Sprintf("sum%s (sum_over_time(%s[%s])) / %d", by, m(rec(level, what), selector), window, RulesPerHour)
 	}
+	// share is used over allocated: the division by RulesPerHour cancels,
+	// and leaving it out keeps "/ 60" from binding to the wrong operand.
+	share := func(by string) string {
+		sum := func(what string) string {
+			return fmt.Sprintf("sum%s (sum_over_time(%s[$__range]))", by, m(rec("namespace", what), nsSel))
+		}
+		return "100 * " + sum("used_gpu_hours") + "\n  / " + sum("allocated_gpu_hours")
+	}
 	ns := func(what string) string { return total(" by (namespace)", "namespace", what, "$__range", nsSel) }
 	pod := func(what string) string {
 		return total(" by (namespace, pod)", "namespace_pod", what, "$__range", nsSel)
@@ -60,7 +68,7 @@ func Cost() *Dashboard {
 	b.add(4, 5, stat("Idle GPU-hours", "GPU-hours held but not used: allocated − used.", unitGPUHours, countThresholds("orange"),
 		instant(all("idle_gpu_hours"), "idle")))
 	b.add(4, 5, stat("Used share", "Used over allocated GPU-hours.", unitPercent, dutyThresholds(),
-		instant("100 * "+all("used_gpu_hours")+"\n  / "+all("allocated_gpu_hours"), "used")))
+		instant(share(""), "used")))
 	b.add(4, 5, stat("Energy", "Energy of the GPUs given to the containers of the selected namespaces.", unitKWh, neutralThresholds(),
 		instant(all("energy_kwh"), "energy")))
 	b.add(4, 5, stat("Cost", "GPU-hours and energy at the chart's chargeback prices; empty where no price is set.", unitCost, neutralThresholds(),
@@ -85,7 +93,7 @@ func Cost() *Dashboard {
 		tabular(ns("allocated_gpu_hours")),
 		tabular(ns("used_gpu_hours")),
 		tabular(ns("idle_gpu_hours")),
-		tabular("100 * "+ns("used_gpu_hours")+"\n  / "+ns("allocated_gpu_hours")),
+		tabular(share(" by (namespace)")),
 		tabular(ns("energy_kwh")),
 		tabular(ns("cost"))))
 	b.add(24, 9, table("Idle waste ranking", "Pods by GPU-hours held but not used over the time range, most first, with what they cost.",

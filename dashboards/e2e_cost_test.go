@@ -61,3 +61,14 @@ func costRuleFile(t *testing.T, dir string) string {
 	}
 	return path
 }
+
+// What the cost dashboard must show for the simulated node: the notebook
+// holds a GPU it hardly uses, the trainer uses its four.
+func init() {
+	expectations[expectKey{"kube-gpu-exporter-cost", "Namespaces", "D", "notebooks"}] =
+		rowsWhere("namespace", "notebooks", 1, func(v float64) bool { return v < 5 }, "used share < 5 %")
+	expectations[expectKey{"kube-gpu-exporter-cost", "Namespaces", "D", "ml-training"}] =
+		rowsWhere("namespace", "ml-training", 1, func(v float64) bool { return v > 85 }, "used share > 85 %")
+	expectations[expectKey{"kube-gpu-exporter-cost", "Idle waste ranking", "A", "notebooks"}] =
+		rowsWhere("pod", "jupyter-alice", 1, func(v float64) bool { return v > 0 }, "idle GPU-hours > 0")
+}
