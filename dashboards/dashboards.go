@@ -34,6 +34,7 @@ func All() []Definition {
 		{File: "kube-gpu-exporter-cluster.json", Dashboard: Cluster()},
 		{File: "kube-gpu-exporter-node.json", Dashboard: Node()},
 		{File: "kube-gpu-exporter-workload.json", Dashboard: Workload()},
+		{File: "kube-gpu-exporter-cost.json", Dashboard: Cost()},
 	}
 }
 

@@ -115,14 +115,18 @@ type GridPos struct {
 
 // Panel is a visualisation or a row.
 type Panel struct {
-	Collapsed       *bool            `json:"collapsed,omitempty"`
-	Datasource      *DatasourceRef   `json:"datasource,omitempty"`
-	Description     string           `json:"description,omitempty"`
-	FieldConfig     *FieldConfig     `json:"fieldConfig,omitempty"`
-	GridPos         GridPos          `json:"gridPos"`
-	ID              int              `json:"id"`
-	Options         map[string]any   `json:"options,omitempty"`
-	Panels          []*Panel         `json:"panels,omitempty"`
+	Collapsed   *bool          `json:"collapsed,omitempty"`
+	Datasource  *DatasourceRef `json:"datasource,omitempty"`
+	Description string         `json:"description,omitempty"`
+	FieldConfig *FieldConfig   `json:"fieldConfig,omitempty"`
+	GridPos     GridPos        `json:"gridPos"`
+	ID          int            `json:"id"`
+	Options     map[string]any `json:"options,omitempty"`
+	Panels      []*Panel       `json:"panels,omitempty"`
+	// Interval is the panel's minimum query step, TimeFrom a time range of
+	// its own (e.g. a 30-day trend on a dashboard showing 6 hours).
+	Interval        string           `json:"interval,omitempty"`
+	TimeFrom        string           `json:"timeFrom,omitempty"`
 	Targets         []*Target        `json:"targets,omitempty"`
 	Title           string           `json:"title"`
 	Transformations []Transformation `json:"transformations,omitempty"`

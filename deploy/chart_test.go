@@ -250,7 +250,7 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 	// PrometheusRule: the rule files, plus the extra alert labels.
 	pr := only[*prometheusRule](t, objs)
 	var want []ruleGroup
-	for _, f := range []string{"recording.rules.yaml", "alerts.rules.yaml"} {
+	for _, f := range []string{"recording.rules.yaml", "chargeback.rules.yaml", "opencost.rules.yaml", "alerts.rules.yaml"} {
 		for _, g := range readRules(t, filepath.Join(rulesDir, f)).Groups {
 			for i := range g.Rules {
 				if g.Rules[i].Alert != "" {
@@ -297,15 +297,15 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 func TestHelmPrometheusRulePassesPromtool(t *testing.T) {
 	promtool := tooltest.Require(t, "promtool")
 	pr := only[*prometheusRule](t, helmTemplate(t, "--set", "prometheusRule.enabled=true"))
-	// Recording rules, GPU alerts, GPU health alerts, exporter alerts.
-	if len(pr.Spec.Groups) != 4 {
-		t.Errorf("groups = %d, want 4", len(pr.Spec.Groups))
+	// Recording rules, chargeback rules, GPU alerts, GPU health alerts, exporter alerts.
+	if len(pr.Spec.Groups) != 5 {
+		t.Errorf("groups = %d, want 5", len(pr.Spec.Groups))
 	}
 	f := filepath.Join(t.TempDir(), "rules.yaml")
 	writeYAML(t, f, pr.Spec)
 	run(t, promtool, "check", "rules", f)
 
-	alertsOnly := only[*prometheusRule](t, helmTemplate(t, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.recordingRules=false"))
+	alertsOnly := only[*prometheusRule](t, helmTemplate(t, "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.recordingRules=false", "--set", "chargeback.rules=false"))
 	for _, g := range alertsOnly.Spec.Groups {
 		for _, r := range g.Rules {
 			if r.Record != "" {
