@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
 
 // ContainerAccount is what one container was given of one device since the
@@ -210,9 +209,9 @@ func (l *energyLedger) update(v *View, now time.Time) ([]ContainerAccount, []Dev
 	for _, r := range l.rows {
 		out = append(out, r.ContainerAccount)
 	}
-	resource.SortByKey(out, func(c *ContainerAccount) resource.Key {
-		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: c.UUID}
-	})
+	// Unsorted: the registry orders the series it gathers, and sorting
+	// hundreds of rows here on every scrape would cost more than the rest
+	// of the ledger.
 	var devs []DeviceAccount
 	for i := range v.Devices {
 		d := &v.Devices[i]
