@@ -132,9 +132,18 @@ func (w *Watcher) Read(context.Context) (*Specs, error) {
 }
 
 // Errors returns the failed list and watch requests since start by reason,
-// without building a Snapshot: scrapes read them every time.
+// without building a Snapshot: scrapes read them every time. Requests for
+// ResourceSlices count apart, as "dra": DRA is optional, and its failures
+// do not make the source unhealthy.
 func (w *Watcher) Errors() map[string]uint64 {
-	return map[string]uint64{"list": w.listErrors.Load(), "watch": w.watchErrors.Load()}
+	out := map[string]uint64{
+		"list":  w.pods.listErrors.Load() + w.nodes.listErrors.Load(),
+		"watch": w.pods.watchErrors.Load() + w.nodes.watchErrors.Load(),
+	}
+	if w.sliceInformer != nil {
+		out["dra"] = w.slices.listErrors.Load() + w.slices.watchErrors.Load()
+	}
+	return out
 }
 
 // Unavailable is the spec source when the API is not in use (disabled, or
