@@ -232,4 +232,3 @@ func TestWatcherDRAForbiddenKeepsSourceUp(t *testing.T) {
 		t.Errorf("WARN lines for resourceslices: %q", lines)
 	}
 }
-

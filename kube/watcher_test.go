@@ -36,7 +36,7 @@ type fakeAPI struct {
 	mu       sync.Mutex
 	down     bool  // list and watch fail
 	downErr  error // what they fail with; errUnreachable if nil
-	noWatch  bool // watch is forbidden, list works
+	noWatch  bool  // watch is forbidden, list works
 	requests []request
 	opened   map[string]int // successful watches per resource
 	watches  []*breakableWatch
