@@ -89,7 +89,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("collector.health", "Read each GPU's ECC errors, retired pages or remapped rows and recovery action, and serve a health summary per GPU and holder.").Default("true").BoolVar(&o.collectHealth)
 	app.Flag("collector.events", "Count each GPU's Xid events (an NVML event set waited on by its own goroutine), per GPU and per container holding it.").Default("true").BoolVar(&o.collectEvents)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
-	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs get, list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
+	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
 	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(resource.DefaultDRADrivers()...).StringsVar(&o.draDrivers)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
 	promslogflag.AddFlags(app, o.log)
