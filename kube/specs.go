@@ -28,6 +28,9 @@ type DRALookup interface {
 // requests, limits, capacity and allocatable.
 type Specs struct {
 	Containers []resource.ContainerResource
+	// Pods is the effective GPU request of each pod (init containers
+	// counted as the scheduler does), per resource.
+	Pods []resource.PodResource
 	// NodeFound is false when the Node object has not been seen.
 	NodeFound bool
 	Node      []resource.NodeResource
@@ -54,6 +57,7 @@ func (s Snapshot) Specs() *Specs {
 			Resource: c.Resource, Vendor: c.Vendor, Request: c.Request, Limit: c.Limit,
 		})
 	}
+	out.Pods = s.Pods
 	out.Node = s.Node.Resources()
 	if s.DRAEnabled {
 		out.DRA = s

@@ -66,6 +66,9 @@ type Snapshot struct {
 	// Containers holds one entry per container and GPU resource of every
 	// non-terminal pod on the node, sorted.
 	Containers []ContainerResources
+	// Pods holds the effective GPU request of every non-terminal pod on
+	// the node per resource (PodGPURequests), sorted.
+	Pods []resource.PodResource
 	// Node is the GPU capacity/allocatable of this node.
 	Node NodeResources
 
@@ -273,10 +276,12 @@ func (w *Watcher) Snapshot() Snapshot {
 			continue
 		}
 		s.Containers = append(s.Containers, PodContainerResources(pod, w.cfg.Matcher)...)
+		s.Pods = append(s.Pods, PodGPURequests(pod, w.cfg.Matcher)...)
 		s.pods[string(pod.UID)] = PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
 		podContainerIDs(pod, s.containers)
 	}
 	slices.SortFunc(s.Containers, compareContainerResources)
+	resource.SortPodResources(s.Pods)
 
 	if obj, ok, err := w.nodeInformer.GetStore().GetByKey(w.cfg.NodeName); err == nil && ok {
 		if node, ok := obj.(*corev1.Node); ok {
