@@ -143,6 +143,12 @@ func (w *Watcher) watch(ctx context.Context, h *sourceHealth, fn watchFunc, opts
 		if ctx.Err() != nil {
 			return nil, err
 		}
+		if initial && !transient(err) {
+			// The reflector falls back to a plain list, whose outcome
+			// counts: an API server that cannot stream lists is no error,
+			// and a denied one is counted and logged once, by the list.
+			return nil, err
+		}
 		w.failed(h, verb, err)
 		if !transient(err) || !sleepCtx(ctx, retryDelay(attempt)) {
 			return nil, err
