@@ -13,7 +13,16 @@ GO="${GO:-go}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/.tools/kube/$KUBE_VERSION-etcd$ETCD_VERSION"
 
+# test/kubeapi finds them in .tools/bin (internal/tooltest.Find).
+link() {
+	mkdir -p "$root/.tools/bin"
+	for b in etcd kube-apiserver kubectl; do
+		ln -sfn "$dest/$b" "$root/.tools/bin/$b"
+	done
+}
+
 if [ -x "$dest/kube-apiserver" ] && [ -x "$dest/kubectl" ] && [ -x "$dest/etcd" ]; then
+	link
 	exit 0
 fi
 mkdir -p "$dest"
@@ -52,4 +61,5 @@ if [ ! -x "$dest/kube-apiserver" ] || [ ! -x "$dest/kubectl" ]; then
 	"$GO" build -trimpath -o "$dest/kube-apiserver" ./cmd/kube-apiserver
 	"$GO" build -trimpath -o "$dest/kubectl" ./cmd/kubectl
 fi
+link
 echo "kube tools $KUBE_VERSION, etcd $ETCD_VERSION built in $(( $(date +%s) - start ))s into $dest"
