@@ -100,9 +100,9 @@ rules:
   - level: None
 `
 
-// startCluster starts etcd and kube-apiserver; both are stopped when the
-// test ends.
-func startCluster(t *testing.T) *cluster {
+// startCluster starts etcd and kube-apiserver, with extra flags for the
+// latter; both are stopped when the test ends.
+func startCluster(t *testing.T, extra ...string) *cluster {
 	t.Helper()
 	etcdBin, apiBin := tools(t)
 	dir := t.TempDir()
@@ -141,7 +141,7 @@ func startCluster(t *testing.T) *cluster {
 	if err := etcd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stop(etcd) })
+	t.Cleanup(func() { stop(etcd, syscall.SIGTERM) })
 
 	c := &cluster{dir: dir, apiserver: apiBin, addr: tooltest.FreeAddr(t)}
 	c.args = []string{
@@ -163,24 +163,26 @@ func startCluster(t *testing.T) *cluster {
 		"--cert-dir=" + filepath.Join(dir, "certs"),
 		"--enable-priority-and-fairness=false", "--profiling=false",
 	}
+	c.args = append(c.args, extra...)
 	c.admin = &rest.Config{Host: "https://" + c.addr, QPS: 100, Burst: 200, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: filepath.Join(dir, "ca.crt"), CertFile: filepath.Join(dir, "admin.crt"), KeyFile: filepath.Join(dir, "admin.key"),
 	}}
 	if c.client, err = kubernetes.NewForConfig(c.admin); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.stopAPIServer)
+	t.Cleanup(func() { c.stopAPIServer(syscall.SIGTERM) })
 	start := time.Now()
 	c.startAPIServer(t)
 	t.Logf("etcd and kube-apiserver ready in %v", time.Since(start).Round(time.Millisecond))
 	return c
 }
 
-func stop(cmd *exec.Cmd) {
+// stop ends cmd with sig, and kills it if it is still running 10s later.
+func stop(cmd *exec.Cmd, sig syscall.Signal) {
 	if cmd.Process == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
@@ -212,13 +214,15 @@ func (c *cluster) startAPIServer(t *testing.T) {
 	}
 }
 
-func (c *cluster) stopAPIServer() {
+// stopAPIServer stops kube-apiserver with sig: SIGKILL is a crash, which
+// also spares the graceful shutdown's wait for open watches.
+func (c *cluster) stopAPIServer(sig syscall.Signal) {
 	c.mu.Lock()
 	cmd, out := c.cmd, c.out
 	c.cmd, c.out = nil, nil
 	c.mu.Unlock()
 	if cmd != nil {
-		stop(cmd)
+		stop(cmd, sig)
 		out.Close()
 	}
 }

@@ -3,6 +3,7 @@ package kubeapi
 import (
 	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,16 +49,18 @@ func waitCounter(t *testing.T, e *tooltest.Exporter, timeout time.Duration, name
 	}
 }
 
-// testRestart stops the API server for 20s: up is 0 meanwhile, the last
+// testRestart stops the API server for outage: up is 0 meanwhile, the last
 // known values stay, and after the restart the exporter is caught up, with
 // changes made since, within 5s.
-func testRestart(t *testing.T, c *cluster, e *tooltest.Exporter) {
+func testRestart(t *testing.T, c *cluster, e *tooltest.Exporter, outage time.Duration) {
 	ctx := context.Background()
 	waitFor(t, e, 5*time.Second, upKube, req("with-sidecar", "main", 1))
-	c.stopAPIServer()
+	stopping := time.Now()
+	c.stopAPIServer(syscall.SIGKILL)
 	down := time.Now()
+	t.Logf("kube-apiserver stopped in %v", down.Sub(stopping).Round(time.Millisecond))
 	waitFor(t, e, 5*time.Second, want{"kube_gpu_exporter_up", []string{l("source", "kubernetes")}, 0})
-	for time.Since(down) < 20*time.Second {
+	for time.Since(down) < outage {
 		s, err := scrape(e.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -70,8 +73,10 @@ func testRestart(t *testing.T, c *cluster, e *tooltest.Exporter) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+	starting := time.Now()
 	c.startAPIServer(t)
 	ready := time.Now()
+	t.Logf("kube-apiserver ready again in %v", ready.Sub(starting).Round(time.Millisecond))
 	createPod(t, c, "after-restart", node, nil, container("main", gpus("1"), gpus("1")))
 	if err := c.client.CoreV1().Pods("ml").Delete(ctx, "with-sidecar", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
 		t.Fatal(err)

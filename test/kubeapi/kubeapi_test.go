@@ -59,10 +59,37 @@ func TestKubeAPI(t *testing.T) {
 	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
 	t.Run("DRAResourceSlices", func(t *testing.T) { testDRA(t, c, exp) })
 	t.Run("OnlyNodeScopedListWatch", func(t *testing.T) { testAudit(t, c) })
-	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp) })
+	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp, 20*time.Second) })
 	t.Run("NoBinding", func(t *testing.T) { testNoBinding(t, c) })
 	t.Run("MissingDRARule", func(t *testing.T) { testMissingDRARule(t, c) })
 	t.Run("ClosedPort", func(t *testing.T) { testClosedPort(t, c) })
+}
+
+// TestKubeAPIListWatch runs the main cases against an API server that does
+// not stream lists (as with etcd before 3.5.13), so the informers fall back
+// to list and watch.
+func TestKubeAPIListWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	c := startCluster(t, "--feature-gates=WatchList=false")
+	applyChartRBAC(t, c, true)
+	setupNode(t, c)
+	exp := startExporter(t, c, c.token(t, saName), "--dra.enabled")
+	t.Run("RequestsAndCapacity", func(t *testing.T) { testRequestsAndCapacity(t, c, exp) })
+	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
+	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp, 5*time.Second) })
+	t.Run("PlainListUsed", func(t *testing.T) {
+		lists := 0
+		for _, ev := range c.audit(t) {
+			if ev.User.Username == saUser && ev.Verb == "list" {
+				lists++
+			}
+		}
+		if lists == 0 {
+			t.Error("the exporter never listed: the fallback to list and watch was not exercised")
+		}
+	})
 }
 
 // applyChartRBAC creates the namespace and the ServiceAccount, ClusterRole
