@@ -36,7 +36,9 @@ func requestValues(node string) func([]string, *ContainerResource) []string {
 }
 
 func podResValues(node string) func([]string, *PodResource) []string {
-	return func(b []string, r *PodResource) []string { return append(b, node, r.Namespace, r.Pod, r.Resource, r.Vendor) }
+	return func(b []string, r *PodResource) []string {
+		return append(b, node, r.Namespace, r.Pod, r.Resource, r.Vendor)
+	}
 }
 
 func nodeResValues(node string) func([]string, *NodeResource) []string {
