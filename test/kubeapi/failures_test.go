@@ -2,6 +2,10 @@ package kubeapi
 
 import (
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -130,4 +134,37 @@ func testClosedPort(t *testing.T, c *cluster) {
 	e := startExporterAt(t, c.kubeconfig(t, "closed", "token", tooltest.FreeAddr(t)))
 	waitWarn(t, e, 10*time.Second, "connection refused")
 	waitCounter(t, e, 5*time.Second, "kube_gpu_exporter_errors_total", errorsTotal("list")...)
+}
+
+// testUnauthorized runs the exporter with a token the API server did not
+// issue.
+func testUnauthorized(t *testing.T, c *cluster) {
+	e := startExporter(t, c, "not-a-token")
+	waitWarn(t, e, 10*time.Second, "cause=unauthorized")
+	waitCounter(t, e, 5*time.Second, "kube_gpu_exporter_errors_total", errorsTotal("list")...)
+}
+
+// testWrongCA runs the exporter with a kubeconfig that trusts another CA.
+func testWrongCA(t *testing.T, c *cluster) {
+	dir := t.TempDir()
+	issue(t, dir, "other-ca", &x509.Certificate{
+		Subject: pkix.Name{CommonName: "another-ca"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign,
+	}, nil, nil)
+	cfg := strings.Replace(readFile(t, c.kubeconfig(t, "wrong-ca", "token", "")), filepath.Join(c.dir, "ca.crt"), filepath.Join(dir, "other-ca.crt"), 1)
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := startExporterAt(t, path)
+	waitWarn(t, e, 10*time.Second, "cause=tls")
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -63,6 +63,8 @@ func TestKubeAPI(t *testing.T) {
 	t.Run("NoBinding", func(t *testing.T) { testNoBinding(t, c) })
 	t.Run("MissingDRARule", func(t *testing.T) { testMissingDRARule(t, c) })
 	t.Run("ClosedPort", func(t *testing.T) { testClosedPort(t, c) })
+	t.Run("Unauthorized", func(t *testing.T) { testUnauthorized(t, c) })
+	t.Run("WrongCA", func(t *testing.T) { testWrongCA(t, c) })
 }
 
 // TestKubeAPIListWatch runs the main cases against an API server that does
