@@ -37,7 +37,9 @@ run: build
 	fi
 
 # Everything the tests need: promtool/prometheus (Debian package), helm and
-# kustomize (built from the Go module proxy into .tools/bin).
+# kustomize (built from the Go module proxy into .tools/bin), and the etcd
+# and kube-apiserver of test/kubeapi (scripts/kube-tools.sh, cached under
+# ~/.cache/kube-gpu-exporter/kube/<version> and linked into .tools/bin).
 deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 		echo "installing prometheus (Debian package)"; \
@@ -45,6 +47,7 @@ deps:
 		systemctl disable --now prometheus >/dev/null 2>&1 || true; }
 	@test -x $(TOOLS)/helm || { echo "building helm $(HELM_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@test -x $(TOOLS)/kustomize || { echo "building kustomize $(KUSTOMIZE_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
+	@GO=$(GO) scripts/kube-tools.sh
 
 # golangci-lint, built from the Go module proxy into .tools/bin.
 lint-deps:

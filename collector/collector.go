@@ -96,6 +96,7 @@ type Collector struct {
 	attr      *level[Attribution]
 	unattr    *level[Unattributed]
 	requests  *level[ContainerResource]
+	podReqs   *level[PodResource]
 	nodeRes   *level[NodeResource]
 	devHealth *level[DeviceHealth]
 	ctrHealth *level[ContainerHealth]
@@ -162,6 +163,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		attr:      newLevel(deviceLabels, func(b []string, a *Attribution) []string { return deviceValues(node)(b, a.Device) }, attributionFamilies),
 		unattr:    newLevel(deviceLabels, func(b []string, u *Unattributed) []string { return deviceValues(node)(b, u.Device) }, unattributedFamilies),
 		requests:  newLevel(resourceLabels, requestValues(node), requestFamilies),
+		podReqs:   newLevel(podResLabels, podResValues(node), podRequestFamilies),
 		nodeRes:   newLevel(nodeResLabels, nodeResValues(node), nodeResourceFamilies),
 		self:      newSelfDescs(),
 		log:       newStateLog(cfg.Logger),
@@ -177,6 +179,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.attr.describe(ch)
 	c.unattr.describe(ch)
 	c.requests.describe(ch)
+	c.podReqs.describe(ch)
 	c.nodeRes.describe(ch)
 	if c.cfg.Health {
 		c.devHealth.describe(ch)
@@ -306,6 +309,7 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.attr.collect(ch, v.Attribution)
 	c.unattr.collect(ch, v.Unattributed)
 	c.requests.collect(ch, v.Requests)
+	c.podReqs.collect(ch, v.PodRequests)
 	c.nodeRes.collect(ch, v.Node)
 	c.devHealth.collect(ch, v.Health)
 	c.ctrHealth.collect(ch, v.ContainerHealth)

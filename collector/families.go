@@ -16,6 +16,7 @@ var (
 	usageLabels    = []string{"node", "namespace", "pod", "container", "gpu_id", "gpu_model", "gpu_vendor"}
 	resourceLabels = []string{"node", "namespace", "pod", "container", "resource", "gpu_vendor"}
 	nodeResLabels  = []string{"node", "resource", "gpu_vendor"}
+	podResLabels   = []string{"node", "namespace", "pod", "resource", "gpu_vendor"}
 )
 
 func deviceValues(node string) func([]string, *nvml.Reading) []string {
@@ -31,6 +32,12 @@ func usageValues(node string) func([]string, *Usage) []string {
 func requestValues(node string) func([]string, *ContainerResource) []string {
 	return func(b []string, r *ContainerResource) []string {
 		return append(b, node, r.Namespace, r.Pod, r.Container, r.Resource, r.Vendor)
+	}
+}
+
+func podResValues(node string) func([]string, *PodResource) []string {
+	return func(b []string, r *PodResource) []string {
+		return append(b, node, r.Namespace, r.Pod, r.Resource, r.Vendor)
 	}
 }
 
@@ -120,6 +127,17 @@ var requestFamilies = []Family[ContainerResource]{
 		Name:  "containerGpuLimits",
 		Help:  "GPUs limited for the container, per GPU resource.",
 		Value: func(r *ContainerResource) (float64, bool) { return r.Limit, true },
+	},
+}
+
+// podRequestFamilies are read for every pod's GPU resource. Summing
+// containerGpuRequests counts a GPU an init container hands over to the
+// main container twice; this is what sums correctly.
+var podRequestFamilies = []Family[PodResource]{
+	{
+		Name:  Prefix + "_pod_requests",
+		Help:  "GPUs the pod holds as the scheduler counts them, per GPU resource: max(largest init container with the sidecars started before it, sum of containers and sidecars).",
+		Value: func(r *PodResource) (float64, bool) { return r.Request, true },
 	},
 }
 

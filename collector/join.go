@@ -72,6 +72,7 @@ type View struct {
 	Attribution  []Attribution
 	Unattributed []Unattributed
 	Requests     []ContainerResource
+	PodRequests  []PodResource
 	Node         []NodeResource
 	Unmatched    []string
 	// Health, ContainerHealth and ContainerXids are filled by the
@@ -204,6 +205,12 @@ func Join(in Inputs) View {
 		resource.SortContainerResources(v.Requests)
 	}
 
+	var specPods []PodResource
+	if in.Specs != nil {
+		specPods = in.Specs.Pods
+	}
+	v.PodRequests = podRequests(specPods, v.Requests)
+
 	if in.Specs != nil && in.Specs.NodeFound {
 		v.Node = in.Specs.Node
 	} else {
@@ -214,6 +221,36 @@ func Join(in Inputs) View {
 		resource.SortNodeResources(v.Node)
 	}
 	return v
+}
+
+// podRequests is the effective request of every pod per resource: the
+// specs' where they know the pod and resource (init containers counted as
+// the scheduler does), else the sum of its containers' rows (pods only the
+// kubelet knows, whose devices it lists for the running containers; DRA
+// claims).
+func podRequests(specs []PodResource, rows []ContainerResource) []PodResource {
+	type key struct{ ns, pod, res string }
+	known := make(map[key]bool, len(specs))
+	for _, p := range specs {
+		known[key{p.Namespace, p.Pod, p.Resource}] = true
+	}
+	out := append([]PodResource(nil), specs...)
+	at := map[key]int{}
+	for _, r := range rows {
+		k := key{r.Namespace, r.Pod, r.Resource}
+		if known[k] {
+			continue
+		}
+		i, ok := at[k]
+		if !ok {
+			i = len(out)
+			at[k] = i
+			out = append(out, PodResource{Namespace: r.Namespace, Pod: r.Pod, Resource: r.Resource, Vendor: r.Vendor})
+		}
+		out[i].Request += r.Request
+	}
+	resource.SortPodResources(out)
+	return out
 }
 
 // mergeRequests takes the pod specs' requests and limits, and adds the

@@ -19,6 +19,8 @@ type (
 	ContainerResource = resource.ContainerResource
 	// NodeResource is the node's capacity and allocatable of a resource.
 	NodeResource = resource.NodeResource
+	// PodResource is one pod's effective request of one GPU resource.
+	PodResource = resource.PodResource
 	// OwnerResult is what the cgroup of a GPU process said.
 	OwnerResult = cgroup.Result
 )

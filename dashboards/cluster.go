@@ -31,19 +31,21 @@ func Cluster() *Dashboard {
 	}
 	capacity := "sum by (resource) (" + perNode("nodeGpuCapacity") + ")"
 	allocatable := "sum by (resource) (" + perNode("nodeGpuAllocatable") + ")"
-	requested := "sum by (resource) (" + m("containerGpuRequests", ctrSel) + ")"
+	// Pods, not containers: an init container's GPU passes to the main
+	// container and must not count twice.
+	requested := "sum by (resource) (" + m("kube_gpu_pod_requests", ctrSel) + ")"
 
 	b.row("Capacity and allocation")
 	b.add(5, 5, stat("Capacity", "GPUs the nodes report in their capacity, per extended resource.", unitCount, neutralThresholds(),
 		instant(capacity, "{{resource}}")))
 	b.add(5, 5, stat("Allocatable", "GPUs the kubelets can hand to pods, per extended resource.", unitCount, neutralThresholds(),
 		instant(allocatable, "{{resource}}")))
-	b.add(5, 5, stat("Requested", "GPUs requested by the containers of the selected namespaces.", unitCount, neutralThresholds(),
+	b.add(5, 5, stat("Requested", "GPUs requested by the pods of the selected namespaces.", unitCount, neutralThresholds(),
 		instant(requested, "{{resource}}")))
 	b.add(9, 5, gauge("Requested share of allocatable",
 		fmt.Sprintf("Requests of all namespaces over allocatable GPUs. Alert GPUClusterAllocationNearlyExhausted fires above %g %%.", AllocationNearlyExhausted),
 		allocationThresholds(),
-		instant("100 * sum by (resource) ("+m("containerGpuRequests", nodeSel)+")\n  / "+allocatable, "{{resource}}")))
+		instant("100 * sum by (resource) ("+m("kube_gpu_pod_requests", nodeSel)+")\n  / "+allocatable, "{{resource}}")))
 	b.add(12, 8, timeseries("Capacity, allocatable and requested", "Per extended resource over time.", unitCount, neutralThresholds(),
 		series(capacity, "capacity {{resource}}"),
 		series(allocatable, "allocatable {{resource}}"),
@@ -58,7 +60,7 @@ func Cluster() *Dashboard {
 		}, nil, "Unallocatable",
 		tabular(perNode("nodeGpuCapacity")),
 		tabular(perNode("nodeGpuAllocatable")),
-		tabular("sum by (cluster_name, node, resource) ("+m("containerGpuRequests", nodeSel)+")"),
+		tabular("sum by (cluster_name, node, resource) ("+m("kube_gpu_pod_requests", nodeSel)+")"),
 		tabular(perNode("nodeGpuCapacity")+"\n- "+perNode("nodeGpuAllocatable"))))
 	b.add(24, 6, table("Nodes with unallocatable GPUs",
 		"Capacity minus allocatable per node and resource, largest first. Anything above 0 is a GPU Kubernetes cannot schedule (alert GPUUnallocatable).",
@@ -81,8 +83,8 @@ func Cluster() *Dashboard {
 		series("avg("+allocatedDevices+")", "allocated GPUs")))
 	b.add(12, 9, timeseries("Duty cycle by namespace", "Mean duty cycle of the GPUs each namespace holds.", unitPercent, dutyThresholds(),
 		series("avg by (namespace) ("+m("containerGpuDutyCycle", ctrSel)+")", "{{namespace}}")))
-	b.add(12, 8, bargauge("GPU requests by namespace", "GPUs requested by the containers of each namespace, per resource.", unitCount, neutralThresholds(),
-		instant("sort_desc(sum by (namespace, resource) ("+m("containerGpuRequests", ctrSel)+"))", "{{namespace}} {{resource}}")))
+	b.add(12, 8, bargauge("GPU requests by namespace", "GPUs requested by the pods of each namespace, per resource.", unitCount, neutralThresholds(),
+		instant("sort_desc(sum by (namespace, resource) ("+m("kube_gpu_pod_requests", ctrSel)+"))", "{{namespace}} {{resource}}")))
 	b.add(12, 8, bargauge("Duty cycle by namespace, now", "Mean duty cycle of the GPUs each namespace holds, lowest first.", unitPercent, dutyThresholds(),
 		instant("sort(avg by (namespace) ("+m("containerGpuDutyCycle", ctrSel)+"))", "{{namespace}}")))
 

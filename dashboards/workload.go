@@ -21,7 +21,7 @@ func Workload() *Dashboard {
 
 	b.row("Summary")
 	b.add(5, 5, stat("Requested", "GPUs the selected pods request, per resource.", unitCount, neutralThresholds(),
-		instant("sum by (resource) ("+m("containerGpuRequests", wSel)+")", "{{resource}}")))
+		instant("sum by (resource) ("+m("kube_gpu_pod_requests", wSel)+")", "{{resource}}")))
 	b.add(5, 5, stat("Limits", "GPU limits of the selected pods, per resource.", unitCount, neutralThresholds(),
 		instant("sum by (resource) ("+m("containerGpuLimits", wSel)+")", "{{resource}}")))
 	b.add(5, 5, stat("Mean duty cycle", "Mean duty cycle of the GPUs the selected pods hold.", unitPercent, dutyThresholds(),
@@ -60,7 +60,7 @@ func Workload() *Dashboard {
 		tabular("sum by (node, pod, container, resource) ("+m("containerGpuRequests", wSel)+")"),
 		tabular("sum by (node, pod, container, resource) ("+m("containerGpuLimits", wSel)+")")))
 	b.add(12, 8, timeseries("Requests and limits", "Requests and limits of the selected pods over time, per resource.", unitCount, neutralThresholds(),
-		series("sum by (resource) ("+m("containerGpuRequests", wSel)+")", "requests {{resource}}"),
+		series("sum by (resource) ("+m("kube_gpu_pod_requests", wSel)+")", "requests {{resource}}"),
 		series("sum by (resource) ("+m("containerGpuLimits", wSel)+")", "limits {{resource}}")))
 	b.add(24, 8, table("GPUs held", "Every GPU the selected containers hold, with its duty cycle and memory now.",
 		[]column{

@@ -18,11 +18,11 @@
 // ResourceSlices (resource.k8s.io/v1, field selector spec.nodeName=<node>):
 // the devices each DRA driver publishes, and the NVML UUID in each device's
 // uuid attribute, so that devices allocated through claims resolve to NVML
-// devices. It needs get, list and watch on resourceslices.
+// devices. It needs list and watch on resourceslices.
 //
 // Nothing cluster-wide is listed or watched: the API server's load grows
-// with the pods of one node per exporter, and the RBAC needed is get, list
-// and watch on pods and nodes. A transform (cache.TransformFunc) rebuilds
+// with the pods of one node per exporter, and the RBAC needed is list and
+// watch on pods and nodes. A transform (cache.TransformFunc) rebuilds
 // each object with only the fields read here (names, UIDs, GPU entries of
 // resources, phase, container IDs) before it is cached, so labels,
 // annotations, managed fields, environment, images and the node's image
@@ -39,18 +39,31 @@
 //
 // # Health
 //
-// Every list and watch request goes through a wrapper that records its
-// outcome, and the informers' watch error handler records errors that end
-// a list/watch cycle. An informer is healthy while its watch is open: any
-// failed request makes it unhealthy, and it becomes healthy again only when
-// a new watch opens (a successful list is not enough, since it does not
-// prove the cache follows changes). Snapshot.Healthy is true when both
+// Every list and watch request goes through a wrapper (health.go) that
+// records its outcome, and the events of every watch pass through it too.
+// An informer is healthy only while its cache is caught up with the API
+// server: after a list that followed the last error (a plain list and the
+// watch opened from it, or a streaming list up to its initial-events-end
+// bookmark). Any failed request, error event or expired resource version
+// makes it unhealthy. Snapshot.Healthy is true when the pod and node
 // informers are healthy; the collector exports it as
 // kube_gpu_exporter_up{source="kubernetes"}. Meanwhile the informers keep
 // their last state, and Snapshot keeps serving it: during an API outage the
 // request and capacity metrics stay at their last known values rather than
-// disappearing. Routine watch endings (timeouts, expired resource versions)
-// are not errors.
+// disappearing.
+//
+// Failures that pass by themselves (refused or reset connections, 5xx) are
+// retried by the wrapper within two seconds, so that the reflector's
+// backoff, which grows to 30s, does not delay reading a restarted API
+// server; a watch it would resume after an error is answered with "expired"
+// instead, so that it relists at once. Permission and configuration errors
+// are left to the reflector's backoff. The first failure of each cause
+// (forbidden with verb, resource and user; unauthorized; TLS; connection
+// refused) is logged at WARN.
+//
+// The ResourceSlice informer is optional: its failures count under their
+// own reason ("dra"), are logged at WARN, and leave the source healthy;
+// until it has listed, DRA is treated as not in use.
 //
 // Pure functions PodContainerResources and NodeGPUResources hold the rules
 // (terminal pods excluded, a missing request or limit taken from the other,

@@ -122,6 +122,57 @@ func PodContainerResources(pod *corev1.Pod, m *resource.Matcher) []ContainerReso
 	return out
 }
 
+// PodGPURequests returns the effective GPU request of a non-terminal pod per
+// resource, as the scheduler reserves it: the maximum of the sum of its
+// regular containers and sidecars (restartable init containers) and, for
+// each other init container, its request plus the sidecars started before
+// it. Sidecars started after an init container do not run beside it.
+func PodGPURequests(pod *corev1.Pod, m *resource.Matcher) []resource.PodResource {
+	if pod == nil || podIsTerminal(pod) {
+		return nil
+	}
+	m = defaultMatcher(m)
+	request := func(c *corev1.Container, name string) float64 {
+		req, ok := quantity(c.Resources.Requests, name)
+		if !ok {
+			req, _ = quantity(c.Resources.Limits, name) // defaulted to the limit
+		}
+		return req
+	}
+	names := map[string]bool{}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			for _, n := range gpuResourceNames(list[i].Resources, m) {
+				names[n] = true
+			}
+		}
+	}
+	var out []resource.PodResource
+	for name := range names {
+		var sidecars, initMax, regular float64
+		for i := range pod.Spec.InitContainers {
+			c := &pod.Spec.InitContainers[i]
+			r := request(c, name)
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				sidecars += r
+				initMax = max(initMax, sidecars)
+				continue
+			}
+			initMax = max(initMax, sidecars+r)
+		}
+		for i := range pod.Spec.Containers {
+			regular += request(&pod.Spec.Containers[i], name)
+		}
+		vendor, _ := m.Vendor(name)
+		out = append(out, resource.PodResource{
+			Namespace: pod.Namespace, Pod: pod.Name, Resource: name, Vendor: vendor,
+			Request: max(initMax, regular+sidecars),
+		})
+	}
+	resource.SortPodResources(out)
+	return out
+}
+
 // compareContainerResources orders entries so that output, and therefore
 // the exposition downstream, is stable between scrapes.
 func compareContainerResources(a, b ContainerResources) int {

@@ -28,6 +28,9 @@ type DRALookup interface {
 // requests, limits, capacity and allocatable.
 type Specs struct {
 	Containers []resource.ContainerResource
+	// Pods is the effective GPU request of each pod (init containers
+	// counted as the scheduler does), per resource.
+	Pods []resource.PodResource
 	// NodeFound is false when the Node object has not been seen.
 	NodeFound bool
 	Node      []resource.NodeResource
@@ -54,6 +57,7 @@ func (s Snapshot) Specs() *Specs {
 			Resource: c.Resource, Vendor: c.Vendor, Request: c.Request, Limit: c.Limit,
 		})
 	}
+	out.Pods = s.Pods
 	out.Node = s.Node.Resources()
 	if s.DRAEnabled {
 		out.DRA = s
@@ -132,9 +136,18 @@ func (w *Watcher) Read(context.Context) (*Specs, error) {
 }
 
 // Errors returns the failed list and watch requests since start by reason,
-// without building a Snapshot: scrapes read them every time.
+// without building a Snapshot: scrapes read them every time. Requests for
+// ResourceSlices count apart, as "dra": DRA is optional, and its failures
+// do not make the source unhealthy.
 func (w *Watcher) Errors() map[string]uint64 {
-	return map[string]uint64{"list": w.listErrors.Load(), "watch": w.watchErrors.Load()}
+	out := map[string]uint64{
+		"list":  w.pods.listErrors.Load() + w.nodes.listErrors.Load(),
+		"watch": w.pods.watchErrors.Load() + w.nodes.watchErrors.Load(),
+	}
+	if w.sliceInformer != nil {
+		out["dra"] = w.slices.listErrors.Load() + w.slices.watchErrors.Load()
+	}
+	return out
 }
 
 // Unavailable is the spec source when the API is not in use (disabled, or

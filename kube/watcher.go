@@ -2,19 +2,14 @@ package kube
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	resourcev1 "k8s.io/api/resource/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -51,30 +46,37 @@ type Config struct {
 // scrape path never waits on the API server. Its slices and lookups are
 // freshly built for each Snapshot and may be kept by the caller.
 type Snapshot struct {
-	// Synced is true once both informers completed their first list.
+	// Synced is true once the pod and node informers completed their
+	// first list.
 	Synced bool
-	// Healthy is true while both informers have an open watch: it turns
-	// false on any failed list or watch request and true again when the
-	// next watch opens (see the package documentation). While false the
-	// data below is the last state the informers saw.
+	// Healthy is true while the pod and node caches are caught up with the
+	// API server: it turns false on any failed request or expired watch and
+	// true again once a relist after it completed and its watch is open
+	// (see the package documentation). While false the data below is the
+	// last state the informers saw.
 	Healthy bool
 	// LastError is the most recent list/watch error, kept after recovery
 	// for diagnostics; nil if there never was one.
 	LastError error
-	// ListErrors and WatchErrors count failed list and watch requests since
-	// the Watcher was created.
-	ListErrors, WatchErrors uint64
+	// ListErrors and WatchErrors count failed list and watch requests of
+	// pods and nodes since the Watcher was created; DRAErrors those of
+	// ResourceSlices.
+	ListErrors, WatchErrors, DRAErrors uint64
 
 	// Containers holds one entry per container and GPU resource of every
 	// non-terminal pod on the node, sorted.
 	Containers []ContainerResources
+	// Pods holds the effective GPU request of every non-terminal pod on
+	// the node per resource (PodGPURequests), sorted.
+	Pods []resource.PodResource
 	// Node is the GPU capacity/allocatable of this node.
 	Node NodeResources
 
 	// DRA is, when the ResourceSlice informer runs, the devices each DRA
 	// driver publishes for this node, sorted by driver; nil otherwise.
 	DRA []DRADriver
-	// DRAEnabled is true when the ResourceSlice informer runs.
+	// DRAEnabled is true when the ResourceSlice informer runs and has
+	// listed once.
 	DRAEnabled bool
 
 	pods       map[string]PodRef
@@ -128,18 +130,8 @@ type Watcher struct {
 
 	pods, nodes, slices sourceHealth
 
-	mu      sync.Mutex // guards lastErr
-	lastErr error
-
-	listErrors, watchErrors atomic.Uint64
-	startOnce               sync.Once
-	running                 sync.WaitGroup // the informers' goroutines
-}
-
-// sourceHealth tracks whether one informer's watch is established with no
-// request failed since.
-type sourceHealth struct {
-	ok atomic.Bool
+	startOnce sync.Once
+	running   sync.WaitGroup // the informers' goroutines
 }
 
 // NewWatcher creates the two informers (Node by metadata.name, Pods by
@@ -154,11 +146,13 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
 	w := &Watcher{cfg: cfg, logger: logger.With("component", "kubernetes")}
+	w.pods.kind, w.nodes.kind = "pods", "nodes"
+	w.slices.kind, w.slices.optional = "resourceslices", true
 
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
 
-	w.podInformer = w.newInformer(client, "pods", &corev1.Pod{}, podTransform(cfg.Matcher), &w.pods,
+	w.podInformer = w.newInformer(client, &corev1.Pod{}, podTransform(cfg.Matcher), &w.pods,
 		func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = podSelector
 			return client.ListPods(ctx, opts)
@@ -167,7 +161,7 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 			opts.FieldSelector = podSelector
 			return client.WatchPods(ctx, opts)
 		})
-	w.nodeInformer = w.newInformer(client, "nodes", &corev1.Node{}, nodeTransform(cfg.Matcher), &w.nodes,
+	w.nodeInformer = w.newInformer(client, &corev1.Node{}, nodeTransform(cfg.Matcher), &w.nodes,
 		func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = nodeSelector
 			return client.ListNodes(ctx, opts)
@@ -180,7 +174,7 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 		// Only slices of devices local to this node: drivers of node-local
 		// devices such as GPUs publish their pools with spec.nodeName set.
 		sliceSelector := fields.OneTermEqualSelector(resourcev1.ResourceSliceSelectorNodeName, cfg.NodeName).String()
-		w.sliceInformer = w.newInformer(client, "resourceslices", &resourcev1.ResourceSlice{}, sliceTransform(), &w.slices,
+		w.sliceInformer = w.newInformer(client, &resourcev1.ResourceSlice{}, sliceTransform(), &w.slices,
 			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 				opts.FieldSelector = sliceSelector
 				return client.ListResourceSlices(ctx, opts)
@@ -199,28 +193,17 @@ type (
 )
 
 // newInformer wraps list and watch so that every request outcome updates
-// health: this is where recovery is detected, because an opened watch is
-// the proof that the API server answers again and that the cache follows it.
-func (w *Watcher) newInformer(client Client, kind string, obj runtime.Object,
+// h (see health.go): this is where failures are counted and logged, and
+// where a cache that caught up again is detected.
+func (w *Watcher) newInformer(client Client, obj runtime.Object,
 	transform cache.TransformFunc, h *sourceHealth, list listFunc, watchFn watchFunc,
 ) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			out, err := list(ctx, opts)
-			w.observe(ctx, h, kind, "list", err)
-			// Returned as is: the reflector classifies API errors (410,
-			// 429, too large resource version) partly by type assertion
-			// and already names the resource in its own messages.
-			return out, err
+			return w.list(ctx, h, list, opts)
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			out, err := watchFn(ctx, opts)
-			// A streaming list (watch with initial events) that fails makes
-			// the reflector fall back to a plain list, whose outcome counts.
-			if err == nil || opts.SendInitialEvents == nil || !*opts.SendInitialEvents {
-				w.observe(ctx, h, kind, "watch", err)
-			}
-			return out, err
+			return w.watch(ctx, h, watchFn, opts)
 		},
 	}
 	inf := cache.NewSharedIndexInformerWithOptions(
@@ -233,51 +216,15 @@ func (w *Watcher) newInformer(client Client, kind string, obj runtime.Object,
 	// Both setters fail only once the informer runs; it has not started yet.
 	_ = inf.SetTransform(transform)
 	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
-		// Called when a list/watch cycle ends in error. A watch closed for
-		// an expired resource version, or at end of stream, is routine: the
-		// reflector relists and the API server is fine.
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-			apierrors.IsResourceExpired(err) || apierrors.IsGone(err) || ctx.Err() != nil {
-			w.logger.Debug("watch closed", "resource", kind, "err", err)
+		// Called when a list/watch cycle ends in error; the reflector lists
+		// again next, and until then the cache may be behind. The request
+		// that failed, if any, was counted and logged by list or watch.
+		if ctx.Err() != nil {
 			return
 		}
-		w.markUnhealthy(h, kind, err)
+		w.expired(h, err)
 	})
 	return inf
-}
-
-// observe records the outcome of one list or watch request. Any failure
-// makes the informer unhealthy; only an opened watch makes it healthy
-// again, because a list alone does not prove the informer follows changes
-// (an API server may allow list but refuse watch, and the reflector always
-// lists before it watches).
-func (w *Watcher) observe(ctx context.Context, h *sourceHealth, kind, verb string, err error) {
-	if err == nil {
-		if verb == "watch" && !h.ok.Swap(true) {
-			w.logger.Info("Kubernetes API reachable", "resource", kind)
-		}
-		return
-	}
-	if ctx.Err() != nil {
-		return // shutting down, not an API failure
-	}
-	if verb == "list" {
-		w.listErrors.Add(1)
-	} else {
-		w.watchErrors.Add(1)
-	}
-	w.markUnhealthy(h, kind, fmt.Errorf("%s %s: %w", verb, kind, err))
-}
-
-func (w *Watcher) markUnhealthy(h *sourceHealth, kind string, err error) {
-	w.mu.Lock()
-	w.lastErr = err
-	w.mu.Unlock()
-	if h.ok.Swap(false) {
-		w.logger.Warn("Kubernetes API request failed; serving last known state", "resource", kind, "err", err)
-	} else {
-		w.logger.Debug("Kubernetes API request failed", "resource", kind, "err", err)
-	}
 }
 
 // Start runs the informers until ctx is cancelled; Wait then waits for them
@@ -299,30 +246,29 @@ func (w *Watcher) Start(ctx context.Context) {
 // watch or goroutine behind. Without Start it returns at once.
 func (w *Watcher) Wait() { w.running.Wait() }
 
-// WaitForSync blocks until the informers have completed their first list
-// or ctx ends, and reports whether they synced.
+// WaitForSync blocks until the pod and node informers have completed their
+// first list or ctx ends, and reports whether they synced. The optional
+// ResourceSlice informer is not waited for.
 func (w *Watcher) WaitForSync(ctx context.Context) bool {
-	synced := []cache.InformerSynced{w.podInformer.HasSynced, w.nodeInformer.HasSynced}
-	if w.sliceInformer != nil {
-		synced = append(synced, w.sliceInformer.HasSynced)
-	}
-	return cache.WaitForCacheSync(ctx.Done(), synced...)
+	return cache.WaitForCacheSync(ctx.Done(), w.podInformer.HasSynced, w.nodeInformer.HasSynced)
 }
 
 // Snapshot reads the informer caches; it makes no API call and costs one
 // pass over the pods bound to this node.
 func (w *Watcher) Snapshot() Snapshot {
 	s := Snapshot{
-		Synced:      w.podInformer.HasSynced() && w.nodeInformer.HasSynced() && (w.sliceInformer == nil || w.sliceInformer.HasSynced()),
-		Healthy:     w.pods.ok.Load() && w.nodes.ok.Load() && (w.sliceInformer == nil || w.slices.ok.Load()),
-		ListErrors:  w.listErrors.Load(),
-		WatchErrors: w.watchErrors.Load(),
+		Synced:      w.podInformer.HasSynced() && w.nodeInformer.HasSynced(),
+		Healthy:     w.pods.isHealthy() && w.nodes.isHealthy(),
+		ListErrors:  w.pods.listErrors.Load() + w.nodes.listErrors.Load(),
+		WatchErrors: w.pods.watchErrors.Load() + w.nodes.watchErrors.Load(),
+		DRAErrors:   w.slices.listErrors.Load() + w.slices.watchErrors.Load(),
 		pods:        map[string]PodRef{},
 		containers:  map[string]ContainerRef{},
 	}
-	w.mu.Lock()
-	s.LastError = w.lastErr
-	w.mu.Unlock()
+	s.LastError = w.nodes.lastError()
+	if err := w.pods.lastError(); err != nil && (s.LastError == nil || !w.pods.isHealthy()) {
+		s.LastError = err
+	}
 
 	for _, obj := range w.podInformer.GetStore().List() {
 		pod, ok := obj.(*corev1.Pod)
@@ -330,17 +276,22 @@ func (w *Watcher) Snapshot() Snapshot {
 			continue
 		}
 		s.Containers = append(s.Containers, PodContainerResources(pod, w.cfg.Matcher)...)
+		s.Pods = append(s.Pods, PodGPURequests(pod, w.cfg.Matcher)...)
 		s.pods[string(pod.UID)] = PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
 		podContainerIDs(pod, s.containers)
 	}
 	slices.SortFunc(s.Containers, compareContainerResources)
+	resource.SortPodResources(s.Pods)
 
 	if obj, ok, err := w.nodeInformer.GetStore().GetByKey(w.cfg.NodeName); err == nil && ok {
 		if node, ok := obj.(*corev1.Node); ok {
 			s.Node = NodeGPUResources(node, w.cfg.Matcher)
 		}
 	}
-	if w.sliceInformer != nil {
+	// The ResourceSlices are optional: until they are listed (a missing
+	// permission, an API server without resource.k8s.io/v1) DRA is treated
+	// as not in use rather than failing the whole source.
+	if w.sliceInformer != nil && w.sliceInformer.HasSynced() {
 		var list []*resourcev1.ResourceSlice
 		for _, obj := range w.sliceInformer.GetStore().List() {
 			if sl, ok := obj.(*resourcev1.ResourceSlice); ok {

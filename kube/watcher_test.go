@@ -35,8 +35,9 @@ type fakeAPI struct {
 	client *fake.Clientset
 
 	mu       sync.Mutex
-	down     bool // list and watch fail
-	noWatch  bool // watch is forbidden, list works
+	down     bool  // list and watch fail
+	downErr  error // what they fail with; errUnreachable if nil
+	noWatch  bool  // watch is forbidden, list works
 	requests []request
 	opened   map[string]int // successful watches per resource
 	watches  []*breakableWatch
@@ -52,7 +53,7 @@ func newFakeAPI(objs ...runtime.Object) *fakeAPI {
 		defer api.mu.Unlock()
 		api.requests = append(api.requests, request{"list", a.GetResource().Resource, opts.FieldSelector})
 		if api.down {
-			return true, nil, errUnreachable
+			return true, nil, api.failure()
 		}
 		return false, nil, nil // fall through to the object tracker
 	})
@@ -62,7 +63,7 @@ func newFakeAPI(objs ...runtime.Object) *fakeAPI {
 		defer api.mu.Unlock()
 		api.requests = append(api.requests, request{"watch", a.GetResource().Resource, opts.FieldSelector})
 		if api.down {
-			return true, nil, errUnreachable
+			return true, nil, api.failure()
 		}
 		if api.noWatch {
 			return true, nil, apierrors.NewForbidden(a.GetResource().GroupResource(), "", errors.New("RBAC: watch not allowed"))
@@ -77,6 +78,13 @@ func newFakeAPI(objs ...runtime.Object) *fakeAPI {
 		return true, bw, nil
 	})
 	return api
+}
+
+func (api *fakeAPI) failure() error {
+	if api.downErr != nil {
+		return api.downErr
+	}
+	return errUnreachable
 }
 
 func (api *fakeAPI) openedWatches(resource string) int {
@@ -427,6 +435,11 @@ func TestWatcherAPIOutage(t *testing.T) {
 
 	api.outage()
 	testkit.Eventually(t, 30*time.Second, "unhealthy during outage", func() bool { return !w.Snapshot().Healthy })
+	// The watches end with the server's 503 first; the retries then fail
+	// to connect.
+	testkit.Eventually(t, 30*time.Second, "connection error recorded", func() bool {
+		return errors.Is(w.Snapshot().LastError, errUnreachable)
+	})
 	during := w.Snapshot()
 	if !reflect.DeepEqual(during.Containers, before.Containers) || !reflect.DeepEqual(during.Node, before.Node) {
 		t.Errorf("last known state not served during outage:\n%+v\nwant\n%+v", during, before)

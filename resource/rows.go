@@ -49,6 +49,21 @@ func ContainerResourceKey(c *ContainerResource) Key {
 // SortContainerResources sorts requests by container, then resource.
 func SortContainerResources(s []ContainerResource) { SortByKey(s, ContainerResourceKey) }
 
+// PodResource is what one pod holds of one GPU resource as the scheduler
+// counts it: the larger of its largest init container (plus the sidecars
+// started before it) and the sum of its containers and sidecars. Summing
+// containers would count a GPU an init container hands over to the main
+// container twice.
+type PodResource struct {
+	Namespace, Pod, Resource, Vendor string
+	Request                          float64
+}
+
+// SortPodResources sorts pod resources by namespace, pod and resource.
+func SortPodResources(s []PodResource) {
+	SortByKey(s, func(r *PodResource) Key { return Key{Namespace: r.Namespace, Pod: r.Pod, Name: r.Resource} })
+}
+
 // SortNodeResources sorts node resources by resource name.
 func SortNodeResources(s []NodeResource) {
 	slices.SortStableFunc(s, func(a, b NodeResource) int { return cmp.Compare(a.Resource, b.Resource) })

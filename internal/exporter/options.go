@@ -96,7 +96,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("collector.profiling", "Read GPM metrics (SM activity and occupancy, tensor, DRAM, FP16/32/64, PCIe, NVLink) on Hopper and newer GPUs and MIG instances, unprivileged; split per container by its share of the GPU.").Default("true").BoolVar(&o.collectProfiling)
 	app.Flag("collector.chargeback", "Serve per-container energy and allocated/used GPU-seconds counters, a shared GPU's energy split by each holder's share (docs/metrics.md).").Default("true").BoolVar(&o.collectChargeback)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
-	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs get, list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
+	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
 	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(resource.DefaultDRADrivers()...).StringsVar(&o.draDrivers)
 	app.Flag("web.enable-pprof", "Serve Go profiling endpoints under /debug/pprof/ (off by default: they reveal internals and cost CPU).").BoolVar(&o.pprof)
 	promslogflag.AddFlags(app, o.log)
