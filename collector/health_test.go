@@ -1,15 +1,14 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/podresources"
 )
 
@@ -34,24 +33,6 @@ func (k *switchKubelet) Read(context.Context) (*podresources.Snapshot, error) {
 
 func (k *switchKubelet) Errors() map[string]uint64 { return nil }
 
-// syncBuffer is a log sink safe for the collector's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
-
 // A kubelet listing more unknown device IDs than are remembered must not
 // silence the state changes that follow: the kubelet going down is logged.
 func TestStateChangesLoggedAfterManyUnmatchedIDs(t *testing.T) {
@@ -63,35 +44,35 @@ func TestStateChangesLoggedAfterManyUnmatchedIDs(t *testing.T) {
 	k := &switchKubelet{snap: &podresources.Snapshot{Containers: []podresources.ContainerDevices{{
 		Namespace: "ns", Pod: "p", Container: "c", Resource: "nvidia.com/gpu", DeviceIDs: ids,
 	}}}}
-	var buf syncBuffer
+	var buf testkit.LogBuffer
 	c := New(Config{NodeName: "n", Logger: slog.New(slog.NewTextHandler(&buf, nil))}, s, k, nil)
 
 	c.Gather(context.Background())
-	if n := buf.count("matches no NVML device; its container"); n != maxLoggedIDs {
+	if n := buf.Count("matches no NVML device; its container"); n != maxLoggedIDs {
 		t.Errorf("unmatched IDs logged one by one: %d, want the bound %d", n, maxLoggedIDs)
 	}
-	if n := buf.count("not_logged=500"); n != 1 {
+	if n := buf.Count("not_logged=500"); n != 1 {
 		t.Errorf("IDs past the bound summed up %d times, want once", n)
 	}
 	c.Gather(context.Background()) // the same IDs: nothing new to say
-	if n := buf.count("matches no NVML device"); n != maxLoggedIDs {
+	if n := buf.Count("matches no NVML device"); n != maxLoggedIDs {
 		t.Errorf("second scrape logged again: %d lines", n)
 	}
 
 	k.set(nil, errors.New("connection refused"))
 	c.Gather(context.Background())
 	c.Gather(context.Background())
-	if n := buf.count("kubelet pod-resources unavailable"); n != 1 {
+	if n := buf.Count("kubelet pod-resources unavailable"); n != 1 {
 		t.Errorf("kubelet outage logged %d times, want once", n)
 	}
 	k.set(&podresources.Snapshot{}, nil)
 	c.Gather(context.Background())
-	if n := buf.count("recovered: kubelet-down"); n != 1 {
+	if n := buf.Count("recovered: kubelet-down"); n != 1 {
 		t.Errorf("kubelet recovery logged %d times, want once", n)
 	}
 	k.set(nil, errors.New("connection refused"))
 	c.Gather(context.Background())
-	if n := buf.count("kubelet pod-resources unavailable"); n != 2 {
+	if n := buf.Count("kubelet pod-resources unavailable"); n != 2 {
 		t.Errorf("second kubelet outage logged: %d lines in all, want 2", n)
 	}
 }
@@ -99,15 +80,15 @@ func TestStateChangesLoggedAfterManyUnmatchedIDs(t *testing.T) {
 // An ID that stops being unmatched and comes back is logged again; the log
 // remembers only the last scrape's IDs.
 func TestUnmatchedIDLogForgets(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.LogBuffer
 	l := newIDLog(slog.New(slog.NewTextHandler(&buf, nil)), 2)
 	for _, ids := range [][]string{{"a"}, {"a"}, {}, {"a", "b", "c"}} {
 		l.update(ids)
 	}
-	if got := buf.count("device_id=a"); got != 2 {
+	if got := buf.Count("device_id=a"); got != 2 {
 		t.Errorf("a logged %d times, want 2 (first seen, seen again)", got)
 	}
-	if got := buf.count("device_id=c"); got != 0 {
+	if got := buf.Count("device_id=c"); got != 0 {
 		t.Errorf("c past the bound logged one by one")
 	}
 	if len(l.seen) != 2 {

@@ -143,9 +143,9 @@ func TestWatcherCatchesUpPromptlyAfterOutage(t *testing.T) {
 
 // logWatcher runs a Watcher on client with a logger writing to the
 // returned buffer at level INFO, the default.
-func logWatcher(t *testing.T, api *fakeAPI, dra bool) (*Watcher, *syncBuffer) {
+func logWatcher(t *testing.T, api *fakeAPI, dra bool) (*Watcher, *testkit.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode, DRA: dra}, logger)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,7 +160,7 @@ func logWatcher(t *testing.T, api *fakeAPI, dra bool) (*Watcher, *syncBuffer) {
 	return w, logs
 }
 
-func warnLines(logs *syncBuffer, substr string) []string {
+func warnLines(logs *testkit.LogBuffer, substr string) []string {
 	var out []string
 	for l := range strings.Lines(logs.String()) {
 		if strings.Contains(l, "level=WARN") && strings.Contains(l, substr) {

@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
@@ -203,30 +202,11 @@ func (w *breakableWatch) breakWith(ev watch.Event) {
 func (w *breakableWatch) Stop()                          { w.once.Do(func() { close(w.stop) }) }
 func (w *breakableWatch) ResultChan() <-chan watch.Event { return w.out }
 
-// syncBuffer collects logs; informer goroutines may still log while the
-// test ends, so logs go to a buffer shown only on failure.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startWatcher runs a Watcher against api until the test ends and waits
 // for its caches to sync and both watches to be open.
 func startWatcher(t *testing.T, api *fakeAPI) *Watcher {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	w := NewWatcher(kubetest.FromClientset(api.client), Config{NodeName: testNode}, logger)

@@ -1,41 +1,22 @@
 package exporter
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/benchnode"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 )
-
-// logBuffer is a concurrency-safe log destination for a test's logger.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // testHandler serves the smallest benchmark node, which calls its kubelet
 // on every scrape, logging at debug level into the returned buffer.
-func testHandler(t *testing.T) (http.Handler, *logBuffer) {
+func testHandler(t *testing.T) (http.Handler, *testkit.LogBuffer) {
 	t.Helper()
-	log := &logBuffer{}
+	log := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return startHandler(t, benchnode.Cases()[0], 0, logger), log
 }

@@ -4,9 +4,11 @@
 package testkit
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -125,3 +127,27 @@ func EventuallyNil(t testing.TB, timeout time.Duration, what string, fn func() e
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// LogBuffer is a log destination safe for the concurrent writes of the
+// goroutines under test (informers, pollers, HTTP handlers).
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Count returns how many times substr was written.
+func (l *LogBuffer) Count(substr string) int { return strings.Count(l.String(), substr) }
