@@ -149,19 +149,20 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 	if cfg.Profiling {
 		useFams = append(slices.Clone(usageFamilies), containerProfilingFamilies...)
 	}
+	dv, uv := deviceValues(node), usageValues(node)
 	c := &Collector{
 		cfg: cfg, nvml: nv, kubelet: kubelet, specs: specs,
-		devices:   newLevel(deviceLabels, deviceValues(node), devFams),
-		devHealth: newLevel(deviceLabels, func(b []string, h *DeviceHealth) []string { return deviceValues(node)(b, h.Device) }, deviceHealthFamilies),
-		ctrHealth: newLevel(usageLabels, func(b []string, h *ContainerHealth) []string { return usageValues(node)(b, h.Usage) }, containerHealthFamilies),
+		devices:   newLevel(deviceLabels, dv, devFams),
+		devHealth: newLevel(deviceLabels, through(dv, func(h *DeviceHealth) *nvml.Reading { return h.Device }), deviceHealthFamilies),
+		ctrHealth: newLevel(usageLabels, through(uv, func(h *ContainerHealth) *Usage { return h.Usage }), containerHealthFamilies),
 		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
 		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
 		accounts:  newLevel(usageLabels, accountValues(node), accountFamilies),
-		devAcct:   newLevel(deviceLabels, func(b []string, d *DeviceAccount) []string { return deviceValues(node)(b, d.Device) }, deviceAccountFamilies),
+		devAcct:   newLevel(deviceLabels, through(dv, func(d *DeviceAccount) *nvml.Reading { return d.Device }), deviceAccountFamilies),
 		energy:    newEnergyLedger(cfg.XidRetention, maxXidRows),
-		usage:     newLevel(usageLabels, usageValues(node), useFams),
-		attr:      newLevel(deviceLabels, func(b []string, a *Attribution) []string { return deviceValues(node)(b, a.Device) }, attributionFamilies),
-		unattr:    newLevel(deviceLabels, func(b []string, u *Unattributed) []string { return deviceValues(node)(b, u.Device) }, unattributedFamilies),
+		usage:     newLevel(usageLabels, uv, useFams),
+		attr:      newLevel(deviceLabels, through(dv, func(a *Attribution) *nvml.Reading { return a.Device }), attributionFamilies),
+		unattr:    newLevel(deviceLabels, through(dv, func(u *Unattributed) *nvml.Reading { return u.Device }), unattributedFamilies),
 		requests:  newLevel(resourceLabels, requestValues(node), requestFamilies),
 		podReqs:   newLevel(podResLabels, podResValues(node), podRequestFamilies),
 		nodeRes:   newLevel(nodeResLabels, nodeResValues(node), nodeResourceFamilies),

@@ -44,6 +44,13 @@ func newLevel[T any](sharedLabels []string, shared func(buf []string, obj *T) []
 	return l
 }
 
+// through gives a level over T the shared label values of the object U
+// each T refers to (a health row's device, a holder's usage), so that
+// levels built on the same object share one label function.
+func through[T, U any](shared func([]string, *U) []string, of func(*T) *U) func([]string, *T) []string {
+	return func(b []string, t *T) []string { return shared(b, of(t)) }
+}
+
 func (l *level[T]) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range l.descs {
 		ch <- d
