@@ -234,7 +234,7 @@ func podRequests(specs []PodResource, rows []ContainerResource) []PodResource {
 	for _, p := range specs {
 		known[key{p.Namespace, p.Pod, p.Resource}] = true
 	}
-	out := append([]PodResource(nil), specs...)
+	out := specs // sorted by kube; copied only when a pod is added
 	at := map[key]int{}
 	for _, r := range rows {
 		k := key{r.Namespace, r.Pod, r.Resource}
@@ -243,13 +243,18 @@ func podRequests(specs []PodResource, rows []ContainerResource) []PodResource {
 		}
 		i, ok := at[k]
 		if !ok {
+			if len(at) == 0 {
+				out = append([]PodResource(nil), specs...)
+			}
 			i = len(out)
 			at[k] = i
 			out = append(out, PodResource{Namespace: r.Namespace, Pod: r.Pod, Resource: r.Resource, Vendor: r.Vendor})
 		}
 		out[i].Request += r.Request
 	}
-	resource.SortPodResources(out)
+	if len(at) > 0 {
+		resource.SortPodResources(out)
+	}
 	return out
 }
 
