@@ -2,8 +2,8 @@ package simulate
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
@@ -62,12 +62,7 @@ const maxXidAfter = 24 * time.Hour
 // validateGPUState checks the gpuState section: existing GPUs, physical
 // ranges, known clock event reasons, consistent counters.
 func (s *Scenario) validateGPUState(bad func(path, format string, args ...any)) {
-	gpus := make([]int, 0, len(s.GPUState))
-	for g := range s.GPUState {
-		gpus = append(gpus, g)
-	}
-	sort.Ints(gpus)
-	for _, g := range gpus {
+	for _, g := range slices.Sorted(maps.Keys(s.GPUState)) {
 		path := fmt.Sprintf("gpuState.%d", g)
 		if g < 0 || g >= s.GPUs {
 			bad(path, "GPU %d does not exist (the node has %d)", g, s.GPUs)

@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -347,12 +348,7 @@ func (s *Scenario) validateMIG(bad func(path, format string, args ...any)) {
 	for _, p := range profiles {
 		maxSlices = max(maxSlices, p.Slices)
 	}
-	gpus := make([]int, 0, len(s.MIG))
-	for g := range s.MIG {
-		gpus = append(gpus, g)
-	}
-	sort.Ints(gpus)
-	for _, g := range gpus {
+	for _, g := range slices.Sorted(maps.Keys(s.MIG)) {
 		path := fmt.Sprintf("mig.%d", g)
 		if g < 0 || g >= s.GPUs {
 			bad(path, "GPU %d does not exist (the node has %d)", g, s.GPUs)
