@@ -73,8 +73,12 @@ type Snapshot struct {
 	Claims []ContainerClaim
 	// Allocatable maps a GPU resource to the device IDs the kubelet can hand out.
 	Allocatable map[string][]string
-	// Dropped counts entries skipped as malformed, by reason.
+	// Dropped counts container entries skipped as malformed, by reason.
 	Dropped map[string]int
+	// DroppedAllocatable counts allocatable device IDs skipped as empty,
+	// malformed or repeated, by reason: kept apart from Dropped, whose
+	// entries are containers.
+	DroppedAllocatable map[string]int
 	// Taken is when the kubelet answered.
 	Taken time.Time
 }
@@ -233,8 +237,10 @@ func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
 	s := Convert(list, alloc, c.cfg.Matcher)
 	s.Claims = ConvertClaims(list, c.cfg.DRADrivers, s.Dropped)
 	s.Taken = c.now()
-	for reason, n := range s.Dropped {
-		c.countError(reason, n)
+	for _, dropped := range []map[string]int{s.Dropped, s.DroppedAllocatable} {
+		for reason, n := range dropped {
+			c.countError(reason, n)
+		}
 	}
 	return s, nil
 }
@@ -269,7 +275,7 @@ func errorReason(err error) string {
 // device IDs that are empty, malformed or repeated are dropped and counted,
 // so one bad record never costs the rest of the reply.
 func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv1.AllocatableResourcesResponse, m *resource.Matcher) *Snapshot {
-	s := &Snapshot{Allocatable: map[string][]string{}, Dropped: map[string]int{}}
+	s := &Snapshot{Allocatable: map[string][]string{}, Dropped: map[string]int{}, DroppedAllocatable: map[string]int{}}
 	type key struct{ ns, pod, ctr, res string }
 	seen := map[key]bool{}
 	for _, pod := range list.GetPodResources() {
@@ -310,14 +316,14 @@ func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv
 			k := [2]string{res, id}
 			switch {
 			case allocSeen[k]:
-				s.Dropped["duplicate_device_id"]++
+				s.DroppedAllocatable["duplicate_device_id"]++
 				continue
 			case id == "":
-				s.Dropped["invalid_device_id"]++
+				s.DroppedAllocatable["invalid_device_id"]++
 				continue
 			case vendor == "nvidia":
 				if _, err := ParseDeviceID(id); err != nil {
-					s.Dropped["invalid_device_id"]++
+					s.DroppedAllocatable["invalid_device_id"]++
 					continue
 				}
 			}

@@ -267,7 +267,7 @@ func TestConvertDropsBadAllocatableIDs(t *testing.T) {
 	if got := s.Allocatable["amd.com/gpu"]; len(got) != 1 {
 		t.Errorf("amd allocatable = %q", got)
 	}
-	if s.Dropped["invalid_device_id"] != 2 || s.Dropped["duplicate_device_id"] != 2 {
-		t.Errorf("dropped = %v", s.Dropped)
+	if s.DroppedAllocatable["invalid_device_id"] != 2 || s.DroppedAllocatable["duplicate_device_id"] != 2 {
+		t.Errorf("dropped = %v", s.DroppedAllocatable)
 	}
 }
