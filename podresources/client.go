@@ -47,6 +47,11 @@ type Config struct {
 	// devices are GPUs; claims of other drivers are dropped on arrival. nil
 	// means resource.DefaultDRADrivers(); an empty, non-nil list reads no claims.
 	DRADrivers []string
+	// RestartGrace is how long a reply shaped like a restarting kubelet's
+	// (no pods, or no GPU allocatable, where there were some) is answered
+	// with the last one before it. Zero means DefaultRestartGrace; a
+	// negative value believes every reply.
+	RestartGrace time.Duration
 }
 
 // ContainerClaim is one device a container got through a ResourceClaim: the
@@ -79,6 +84,9 @@ type Snapshot struct {
 	// malformed or repeated, by reason: kept apart from Dropped, whose
 	// entries are containers.
 	DroppedAllocatable map[string]int
+	// Pods counts the pods the kubelet listed, GPU holders or not: a
+	// restarting kubelet lists none for a moment (see settle).
+	Pods int
 	// Taken is when the kubelet answered.
 	Taken time.Time
 }
@@ -93,6 +101,10 @@ type Client struct {
 	group singleflight.Group
 	mu    sync.Mutex
 	last  *Snapshot
+	// believed is the last reply not taken for a restarting kubelet's,
+	// and suspectSince when the replies began to look like one.
+	believed     *Snapshot
+	suspectSince time.Time
 
 	calls  atomic.Uint64
 	errMu  sync.Mutex
@@ -121,6 +133,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Matcher == nil {
 		cfg.Matcher = resource.MustMatcher(resource.DefaultNVIDIA...)
+	}
+	if cfg.RestartGrace == 0 {
+		cfg.RestartGrace = DefaultRestartGrace
 	}
 	if cfg.DRADrivers == nil {
 		cfg.DRADrivers = resource.DefaultDRADrivers()
@@ -175,6 +190,10 @@ func (c *Client) countError(reason string, n int) {
 	c.errors[reason] += uint64(n)
 	c.errMu.Unlock()
 }
+
+// countErrorLocked is countError for a caller holding c.mu; errMu is
+// always taken after mu, never before.
+func (c *Client) countErrorLocked(reason string, n int) { c.countError(reason, n) }
 
 // Read returns the kubelet's current view. A reply younger than CacheTTL is
 // reused; otherwise concurrent callers share one round trip. The round trip
@@ -242,7 +261,7 @@ func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
 			c.countError(reason, n)
 		}
 	}
-	return s, nil
+	return c.settle(s), nil
 }
 
 // errorReason turns a gRPC failure into a short, bounded label value.
@@ -267,124 +286,4 @@ func errorReason(err error) string {
 	default:
 		return "rpc_error"
 	}
-}
-
-// Convert reduces the kubelet's replies to GPU resources. Entries that cannot
-// be attributed (empty pod, namespace or container names) are dropped and
-// counted, a container listed twice keeps its first entry, and allocatable
-// device IDs that are empty, malformed or repeated are dropped and counted,
-// so one bad record never costs the rest of the reply.
-func Convert(list *podresourcesv1.ListPodResourcesResponse, alloc *podresourcesv1.AllocatableResourcesResponse, m *resource.Matcher) *Snapshot {
-	s := &Snapshot{Allocatable: map[string][]string{}, Dropped: map[string]int{}, DroppedAllocatable: map[string]int{}}
-	type key struct{ ns, pod, ctr, res string }
-	seen := map[key]bool{}
-	for _, pod := range list.GetPodResources() {
-		for _, ctr := range pod.GetContainers() {
-			for _, dev := range ctr.GetDevices() {
-				res := dev.GetResourceName()
-				if _, ok := m.Vendor(res); !ok || len(dev.GetDeviceIds()) == 0 {
-					continue
-				}
-				if pod.GetName() == "" || pod.GetNamespace() == "" || ctr.GetName() == "" {
-					s.Dropped["empty_name"]++
-					continue
-				}
-				k := key{pod.GetNamespace(), pod.GetName(), ctr.GetName(), res}
-				if seen[k] {
-					s.Dropped["duplicate_container"]++
-					continue
-				}
-				seen[k] = true
-				s.Containers = append(s.Containers, ContainerDevices{
-					Namespace: k.ns, Pod: k.pod, Container: k.ctr, Resource: res,
-					DeviceIDs: append([]string(nil), dev.GetDeviceIds()...),
-				})
-			}
-		}
-	}
-	// An allocatable ID that is empty, listed twice, or (for an NVIDIA
-	// resource) no device ID at all would be counted as a device in
-	// capacity and allocatable: it is dropped and counted instead.
-	allocSeen := map[[2]string]bool{}
-	for _, dev := range alloc.GetDevices() {
-		res := dev.GetResourceName()
-		vendor, ok := m.Vendor(res)
-		if !ok {
-			continue
-		}
-		for _, id := range dev.GetDeviceIds() {
-			k := [2]string{res, id}
-			switch {
-			case allocSeen[k]:
-				s.DroppedAllocatable["duplicate_device_id"]++
-				continue
-			case id == "":
-				s.DroppedAllocatable["invalid_device_id"]++
-				continue
-			case vendor == "nvidia":
-				if _, err := ParseDeviceID(id); err != nil {
-					s.DroppedAllocatable["invalid_device_id"]++
-					continue
-				}
-			}
-			allocSeen[k] = true
-			s.Allocatable[res] = append(s.Allocatable[res], id)
-		}
-	}
-	resource.SortByKey(s.Containers, func(c *ContainerDevices) resource.Key {
-		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: c.Resource}
-	})
-	return s
-}
-
-// ConvertClaims reduces the kubelet's List reply to the devices containers
-// got through DRA claims of the given drivers. Like Convert it is pure: an
-// entry without pod, namespace or container name is dropped and counted in
-// dropped as "empty_name", one without pool or device name as
-// "malformed_claim", and a device listed twice for a container (two claims
-// sharing it) is kept once.
-func ConvertClaims(list *podresourcesv1.ListPodResourcesResponse, drivers []string, dropped map[string]int) []ContainerClaim {
-	if len(drivers) == 0 {
-		return nil
-	}
-	want := make(map[string]bool, len(drivers))
-	for _, d := range drivers {
-		want[d] = true
-	}
-	var out []ContainerClaim
-	seen := map[ContainerClaim]bool{}
-	for _, pod := range list.GetPodResources() {
-		for _, ctr := range pod.GetContainers() {
-			for _, dr := range ctr.GetDynamicResources() {
-				for _, cr := range dr.GetClaimResources() {
-					if !want[cr.GetDriverName()] {
-						continue
-					}
-					if pod.GetName() == "" || pod.GetNamespace() == "" || ctr.GetName() == "" {
-						dropped["empty_name"]++
-						continue
-					}
-					if cr.GetPoolName() == "" || cr.GetDeviceName() == "" {
-						dropped["malformed_claim"]++
-						continue
-					}
-					c := ContainerClaim{
-						Namespace: pod.GetNamespace(), Pod: pod.GetName(), Container: ctr.GetName(),
-						Driver: cr.GetDriverName(), Pool: cr.GetPoolName(), Device: cr.GetDeviceName(),
-					}
-					key := c // the claim name does not make another device
-					if seen[key] {
-						continue
-					}
-					seen[key] = true
-					c.ClaimName = dr.GetClaimName()
-					out = append(out, c)
-				}
-			}
-		}
-	}
-	resource.SortByKey(out, func(c *ContainerClaim) resource.Key {
-		return resource.Key{Namespace: c.Namespace, Pod: c.Pod, Container: c.Container, Name: claimKey(c)}
-	})
-	return out
 }

@@ -219,10 +219,10 @@ func TestConvertDropsMalformed(t *testing.T) {
 		nil,
 	}}
 	s := Convert(list, nil, resource.MustMatcher(resource.DefaultNVIDIA...))
-	if len(s.Containers) != 1 || s.Containers[0].DeviceIDs[0] != gpuUUID {
+	if len(s.Containers) != 1 || fmt.Sprint(s.Containers[0].DeviceIDs) != fmt.Sprint([]string{gpuUUID, migUUID}) {
 		t.Fatalf("containers = %+v", s.Containers)
 	}
-	if s.Dropped["empty_name"] != 2 || s.Dropped["duplicate_container"] != 1 {
+	if s.Dropped["empty_name"] != 2 || len(s.Dropped) != 1 {
 		t.Fatalf("dropped = %v", s.Dropped)
 	}
 }
@@ -253,8 +253,9 @@ func TestRelativeSocketConnects(t *testing.T) {
 	}
 }
 
-// Empty, malformed and repeated allocatable IDs are dropped and counted:
-// counted as devices they inflated capacity and allocatable.
+// Empty and malformed allocatable IDs are dropped and counted: counted as
+// devices they inflated capacity and allocatable. A repeated ID is one
+// device, as the kubelet lists a device once per NUMA node it reports.
 func TestConvertDropsBadAllocatableIDs(t *testing.T) {
 	alloc := &podresourcesv1.AllocatableResourcesResponse{Devices: []*podresourcesv1.ContainerDevices{
 		{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"", "junk", gpuUUID, gpuUUID}},
@@ -267,7 +268,7 @@ func TestConvertDropsBadAllocatableIDs(t *testing.T) {
 	if got := s.Allocatable["amd.com/gpu"]; len(got) != 1 {
 		t.Errorf("amd allocatable = %q", got)
 	}
-	if s.DroppedAllocatable["invalid_device_id"] != 2 || s.DroppedAllocatable["duplicate_device_id"] != 2 {
+	if s.DroppedAllocatable["invalid_device_id"] != 2 || len(s.DroppedAllocatable) != 1 {
 		t.Errorf("dropped = %v", s.DroppedAllocatable)
 	}
 }

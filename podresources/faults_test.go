@@ -308,16 +308,17 @@ func TestMalformedReplyServesTheRest(t *testing.T) {
 	for _, ctr := range s.Containers {
 		got = append(got, fmt.Sprintf("%s/%s/%s %v", ctr.Namespace, ctr.Pod, ctr.Container, ctr.DeviceIDs))
 	}
+	// A container listed in several entries holds the devices of all.
 	want := []string{
-		"ml/train/main [" + gpuUUID + "]",
-		"ml/twice/c [" + migUUID + "]",
+		"ml/train/main [" + gpuUUID + " " + migUUID + "]",
+		"ml/twice/c [" + gpuUUID + " " + migUUID + "]",
 		"ml/unknown-ids/main [" + unknownUUID + " not-a-device-id]",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("containers =\n%v\nwant\n%v", got, want)
 	}
-	if e := c.Errors(); e["empty_name"] != 3 || e["duplicate_container"] != 2 || len(e) != 2 {
-		t.Fatalf("errors = %v, want empty_name 3 and duplicate_container 2", e)
+	if e := c.Errors(); e["empty_name"] != 3 || len(e) != 1 {
+		t.Fatalf("errors = %v, want empty_name 3", e)
 	}
 	if a := s.Allocatable; len(a) != 1 || len(a["nvidia.com/gpu"]) != 2 {
 		t.Fatalf("allocatable = %v", a)
@@ -365,43 +366,56 @@ func FuzzConvert(f *testing.F) {
 		}
 		s := Convert(list, alloc, fuzzMatcher)
 
-		// Every GPU device entry with IDs is either kept or counted as dropped.
-		entries := 0
+		// Every ID of a named GPU entry is held by its container, each
+		// unnamed entry is counted, and nothing else is kept.
+		type key = [4]string
+		want := map[key]map[string]bool{}
+		unnamed := 0
 		for _, pod := range list.GetPodResources() {
 			for _, ctr := range pod.GetContainers() {
 				for _, dev := range ctr.GetDevices() {
-					if _, ok := fuzzMatcher.Vendor(dev.GetResourceName()); ok && len(dev.GetDeviceIds()) > 0 {
-						entries++
+					if _, ok := fuzzMatcher.Vendor(dev.GetResourceName()); !ok || len(dev.GetDeviceIds()) == 0 {
+						continue
+					}
+					if pod.GetNamespace() == "" || pod.GetName() == "" || ctr.GetName() == "" {
+						unnamed++
+						continue
+					}
+					k := key{pod.GetNamespace(), pod.GetName(), ctr.GetName(), dev.GetResourceName()}
+					if want[k] == nil {
+						want[k] = map[string]bool{}
+					}
+					for _, id := range dev.GetDeviceIds() {
+						want[k][id] = true
 					}
 				}
 			}
 		}
-		dropped := 0
-		for reason, n := range s.Dropped {
-			if reason != "empty_name" && reason != "duplicate_container" {
+		for reason := range s.Dropped {
+			if reason != "empty_name" {
 				t.Fatalf("unknown drop reason %q", reason)
 			}
-			dropped += n
 		}
-		if len(s.Containers)+dropped != entries {
-			t.Fatalf("kept %d + dropped %d != %d GPU device entries", len(s.Containers), dropped, entries)
+		if s.Dropped["empty_name"] != unnamed {
+			t.Fatalf("dropped %d unnamed entries, want %d", s.Dropped["empty_name"], unnamed)
 		}
-		seen := map[[4]string]bool{}
+		if len(s.Containers) != len(want) {
+			t.Fatalf("kept %d containers, want %d", len(s.Containers), len(want))
+		}
 		for i, c := range s.Containers {
 			if c.Namespace == "" || c.Pod == "" || c.Container == "" {
 				t.Fatalf("kept a container without a name: %+v", c)
 			}
-			if _, ok := fuzzMatcher.Vendor(c.Resource); !ok {
-				t.Fatalf("kept a non-GPU resource: %+v", c)
+			k := key{c.Namespace, c.Pod, c.Container, c.Resource}
+			ids := want[k]
+			if len(c.DeviceIDs) != len(ids) || !slices.IsSorted(c.DeviceIDs) {
+				t.Fatalf("%v holds %q, want each of %v once, sorted", k, c.DeviceIDs, ids)
 			}
-			if len(c.DeviceIDs) == 0 {
-				t.Fatalf("kept a container without devices: %+v", c)
+			for j, id := range c.DeviceIDs {
+				if !ids[id] || (j > 0 && c.DeviceIDs[j-1] == id) {
+					t.Fatalf("%v holds %q, want each of %v once", k, c.DeviceIDs, ids)
+				}
 			}
-			k := [4]string{c.Namespace, c.Pod, c.Container, c.Resource}
-			if seen[k] {
-				t.Fatalf("kept %v twice", k)
-			}
-			seen[k] = true
 			if i > 0 {
 				p := s.Containers[i-1]
 				if slices.Compare([]string{p.Namespace, p.Pod, p.Container, p.Resource}, k[:]) >= 0 {

@@ -50,6 +50,7 @@ type Options struct {
 	maxRecv        int64
 	kubeletTimeout time.Duration
 	cacheTTL       time.Duration
+	restartGrace   time.Duration
 	window         time.Duration
 	pollInterval   time.Duration
 	retryInterval  time.Duration
@@ -81,6 +82,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("kubelet.pod-resources-socket", "Path of the kubelet's pod-resources socket.").Default(podresources.DefaultSocket).StringVar(&o.socket)
 	bytesFlag(app, "kubelet.max-recv-msg-size", "Largest pod-resources reply accepted; a larger one is counted as an error (reason message_too_large). Decoding a reply takes up to about 20 times its size in memory: raise the memory limit with it (docs/performance.md).", defaultMaxRecv, &o.maxRecv)
 	durationFlag(app, "kubelet.timeout", "Timeout of every pod-resources call.", "5s", &o.kubeletTimeout)
+	durationFlag(app, "kubelet.restart-grace", "How long a pod-resources reply shaped like a restarting kubelet's (no pods at all, or no GPU allocatable, where there were some) is answered with the last one before it, counted as reason restart_window; 0 believes every reply.", podresources.DefaultRestartGrace.String(), &o.restartGrace)
 	durationFlag(app, "kubelet.cache-ttl", "How long a pod-resources reply is reused by later scrapes (the kubelet rate-limits the socket for all clients).", "1s", &o.cacheTTL)
 	durationFlag(app, "nvml.duty-cycle-window", "Window over which the GPU duty cycle is averaged.", "60s", &o.window)
 	durationFlag(app, "nvml.poll-interval", "How often NVML is polled for samples and memory (NVML keeps about 16s of samples).", "2s", &o.pollInterval)
@@ -132,6 +134,8 @@ func (o *Options) Validate() error {
 		return errors.New("--nvml.init-retry-interval must be positive")
 	case o.kubeletTimeout <= 0:
 		return errors.New("--kubelet.timeout must be positive")
+	case o.restartGrace < 0:
+		return errors.New("--kubelet.restart-grace must not be negative")
 	case o.cacheTTL < 0:
 		return errors.New("--kubelet.cache-ttl must not be negative")
 	case o.maxRecv < 4<<20 || o.maxRecv > 2<<30-1:

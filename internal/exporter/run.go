@@ -96,7 +96,8 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	}
 	kubelet, err := podresources.New(podresources.Config{
 		Socket: o.socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
-		DRADrivers: draDrivers,
+		RestartGrace: restartGrace(o.restartGrace),
+		DRADrivers:   draDrivers,
 	})
 	if err != nil {
 		return fmt.Errorf("pod-resources client: %w", err)
@@ -269,4 +270,13 @@ func serve(ctx context.Context, o *Options, handler http.Handler, logger *slog.L
 		}
 	}
 	return err
+}
+
+// restartGrace maps --kubelet.restart-grace to the Client's setting, whose
+// zero means its default: a zero flag believes every reply.
+func restartGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -7,6 +7,7 @@ package fakekubelet
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -31,11 +32,14 @@ type Server struct {
 	grpc *grpc.Server
 	mu   sync.Mutex
 	done chan struct{}
+	// rng orders each reply as the kubelet might; seeded, so that a
+	// failing test fails again.
+	rng *rand.Rand
 }
 
 // NewServer returns a Server answering from src.
 func NewServer(src Source, opts ...grpc.ServerOption) *Server {
-	s := &Server{src: src, grpc: grpc.NewServer(opts...)}
+	s := &Server{src: src, grpc: grpc.NewServer(opts...), rng: rand.New(rand.NewPCG(1, 2))}
 	podresourcesv1.RegisterPodResourcesListerServer(s.grpc, s)
 	return s
 }
@@ -74,10 +78,22 @@ func (s *Server) Stop() {
 
 // List implements the pod-resources API.
 func (s *Server) List(ctx context.Context, _ *podresourcesv1.ListPodResourcesRequest) (*podresourcesv1.ListPodResourcesResponse, error) {
-	return s.src.List(ctx)
+	list, err := s.src.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return kubeletList(list, s.rng), nil
 }
 
 // GetAllocatableResources implements the pod-resources API.
 func (s *Server) GetAllocatableResources(ctx context.Context, _ *podresourcesv1.AllocatableResourcesRequest) (*podresourcesv1.AllocatableResourcesResponse, error) {
-	return s.src.Allocatable(ctx)
+	alloc, err := s.src.Allocatable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return kubeletAllocatable(alloc, s.rng), nil
 }
