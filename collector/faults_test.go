@@ -124,7 +124,8 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
-	client, err := podresources.New(podresources.Config{Socket: sock, Timeout: time.Second})
+	// No restart grace: the kubelet here is gone, not restarting.
+	client, err := podresources.New(podresources.Config{Socket: sock, Timeout: time.Second, RestartGrace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,12 +246,12 @@ func (c *Client) fetch(ctx context.Context) (*Snapshot, error) {
 	list, err := c.api.List(ctx, &podresourcesv1.ListPodResourcesRequest{})
 	if err != nil {
 		c.countError(errorReason(err), 1)
-		return nil, fmt.Errorf("list pod resources: %w", err)
+		return c.failed(fmt.Errorf("list pod resources: %w", err))
 	}
 	alloc, err := c.api.GetAllocatableResources(ctx, &podresourcesv1.AllocatableResourcesRequest{})
 	if err != nil {
 		c.countError(errorReason(err), 1)
-		return nil, fmt.Errorf("get allocatable resources: %w", err)
+		return c.failed(fmt.Errorf("get allocatable resources: %w", err))
 	}
 	s := Convert(list, alloc, c.cfg.Matcher)
 	s.Claims = ConvertClaims(list, c.cfg.DRADrivers, s.Dropped)

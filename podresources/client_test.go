@@ -156,13 +156,25 @@ func TestFetchSurvivesKubeletRestart(t *testing.T) {
 		ListReply:  &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{gpuPod("a", "b", "c", "nvidia.com/gpu", gpuUUID)}},
 		AllocReply: &podresourcesv1.AllocatableResourcesResponse{},
 	}
-	c, srv, sock := start(t, f, Config{Timeout: 500 * time.Millisecond})
+	c, srv, sock := start(t, f, Config{Timeout: 500 * time.Millisecond, RestartGrace: time.Hour})
 	if _, err := c.Read(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	srv.Stop()
+	// Within the grace period the last reply stands in for the kubelet's,
+	// and both the failure and the stand-in are counted.
+	if s, err := c.Read(context.Background()); err != nil || len(s.Containers) != 1 {
+		t.Fatalf("while the kubelet restarts: %v, %+v", err, s)
+	}
+	if e := c.Errors(); e["restart_window"] != 1 || e["unavailable"] != 1 {
+		t.Fatalf("errors = %v", e)
+	}
+	// After it, the outage is the answer.
+	c.mu.Lock()
+	c.suspectSince = c.suspectSince.Add(-2 * time.Hour)
+	c.mu.Unlock()
 	if _, err := c.Read(context.Background()); err == nil {
-		t.Fatal("want an error while the kubelet is down")
+		t.Fatal("want an error once the kubelet has been down past the grace period")
 	}
 	srv2 := fakekubelet.NewServer(f)
 	if err := srv2.Listen(sock); err != nil {

@@ -76,7 +76,8 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 
 	f := &testkit.Kubelet{ListReply: onePod(), AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond})
+	// Every fault must surface at once, without a restart grace period.
+	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond, RestartGrace: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
