@@ -165,6 +165,9 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 	if !pod.HostPID {
 		t.Error("hostPID=true not applied")
 	}
+	if !pod.HostNetwork || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostNetwork=true: hostNetwork %v, dnsPolicy %q", pod.HostNetwork, pod.DNSPolicy)
+	}
 	if pod.RuntimeClassName == nil || *pod.RuntimeClassName != "nvidia" {
 		t.Errorf("runtimeClassName = %v", pod.RuntimeClassName)
 	}
