@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	resourcev1 "k8s.io/api/resource/v1"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/kubecluster"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
@@ -47,7 +47,7 @@ func TestKubeAPI(t *testing.T) {
 	applyChartRBAC(t, c, true)
 	setupNode(t, c)
 
-	exp := startExporter(t, c, c.token(t, saName), "--dra.enabled")
+	exp := startExporter(t, c, token(t, c, saName), "--dra.enabled")
 	t.Run("RequestsAndCapacity", func(t *testing.T) { testRequestsAndCapacity(t, c, exp) })
 	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
 	t.Run("DRAResourceSlices", func(t *testing.T) { testDRA(t, c, exp) })
@@ -70,13 +70,13 @@ func TestKubeAPIListWatch(t *testing.T) {
 	c := startCluster(t, "--feature-gates=WatchList=false")
 	applyChartRBAC(t, c, true)
 	setupNode(t, c)
-	exp := startExporter(t, c, c.token(t, saName), "--dra.enabled")
+	exp := startExporter(t, c, token(t, c, saName), "--dra.enabled")
 	t.Run("RequestsAndCapacity", func(t *testing.T) { testRequestsAndCapacity(t, c, exp) })
 	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
 	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp, 5*time.Second) })
 	t.Run("PlainListUsed", func(t *testing.T) {
 		lists := 0
-		for _, ev := range c.audit(t) {
+		for _, ev := range c.Audit(t) {
 			if ev.User.Username == saUser && ev.Verb == "list" {
 				lists++
 			}
@@ -89,7 +89,7 @@ func TestKubeAPIListWatch(t *testing.T) {
 
 // applyChartRBAC creates the namespace and the ServiceAccount, ClusterRole
 // and ClusterRoleBinding the chart renders.
-func applyChartRBAC(t *testing.T, c *cluster, dra bool) {
+func applyChartRBAC(t *testing.T, c *kubecluster.Cluster, dra bool) {
 	t.Helper()
 	helm := tooltest.Require(t, "helm")
 	out, err := exec.Command(helm, "template", saName, filepath.Join(tooltest.RepoRoot(), "deploy", "helm", "kube-gpu-exporter"),
@@ -99,7 +99,7 @@ func applyChartRBAC(t *testing.T, c *cluster, dra bool) {
 		t.Fatalf("helm template: %v", err)
 	}
 	ctx := context.Background()
-	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for doc := range strings.SplitSeq(string(out), "\n---") {
@@ -111,15 +111,15 @@ func applyChartRBAC(t *testing.T, c *cluster, dra bool) {
 		case "ServiceAccount":
 			var sa corev1.ServiceAccount
 			mustUnmarshal(t, doc, &sa)
-			_, err = c.client.CoreV1().ServiceAccounts(namespace).Create(ctx, &sa, metav1.CreateOptions{})
+			_, err = c.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &sa, metav1.CreateOptions{})
 		case "ClusterRole":
 			var r rbacv1.ClusterRole
 			mustUnmarshal(t, doc, &r)
-			_, err = c.client.RbacV1().ClusterRoles().Create(ctx, &r, metav1.CreateOptions{})
+			_, err = c.Client.RbacV1().ClusterRoles().Create(ctx, &r, metav1.CreateOptions{})
 		case "ClusterRoleBinding":
 			var b rbacv1.ClusterRoleBinding
 			mustUnmarshal(t, doc, &b)
-			_, err = c.client.RbacV1().ClusterRoleBindings().Create(ctx, &b, metav1.CreateOptions{})
+			_, err = c.Client.RbacV1().ClusterRoleBindings().Create(ctx, &b, metav1.CreateOptions{})
 		case "":
 			continue
 		default:
@@ -138,22 +138,17 @@ func mustUnmarshal(t *testing.T, doc string, into any) {
 	}
 }
 
-// token mints a token for a ServiceAccount of the exporter's namespace.
-func (c *cluster) token(t *testing.T, sa string) string {
-	t.Helper()
-	ctx := context.Background()
-	if sa != saName {
-		if _, err := c.client.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := c.client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Status.Token
+// token mints a token for a ServiceAccount of the exporter's namespace,
+// creating any but the chart's.
+func token(t *testing.T, c *kubecluster.Cluster, sa string) string {
+	return c.Token(t, namespace, sa, sa != saName)
+}
+
+// startCluster starts the cluster these tests share. No controller manager
+// runs here to create the namespaces' default ServiceAccounts, which the
+// ServiceAccount admission plugin would wait for.
+func startCluster(t *testing.T, extra ...string) *kubecluster.Cluster {
+	return kubecluster.Start(t, append([]string{"--disable-admission-plugins=ServiceAccount"}, extra...)...)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -162,21 +157,21 @@ func gpus(n string) corev1.ResourceList { return corev1.ResourceList{gpu: k8sres
 
 // setupNode creates the node, with GPU capacity set through the status
 // subresource as the kubelet does, and a namespace for workloads.
-func setupNode(t *testing.T, c *cluster) {
+func setupNode(t *testing.T, c *kubecluster.Cluster) {
 	t.Helper()
 	ctx := context.Background()
 	for _, name := range []string{node, "other-node"} {
-		n, err := c.client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		n, err := c.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		n.Status.Capacity = corev1.ResourceList{gpu: k8sresource.MustParse("8"), corev1.ResourceCPU: k8sresource.MustParse("64")}
 		n.Status.Allocatable = corev1.ResourceList{gpu: k8sresource.MustParse("7"), corev1.ResourceCPU: k8sresource.MustParse("63")}
-		if _, err := c.client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}}, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ml"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -185,35 +180,35 @@ func container(name string, req, lim corev1.ResourceList) corev1.Container {
 	return corev1.Container{Name: name, Image: "busybox", Resources: corev1.ResourceRequirements{Requests: req, Limits: lim}}
 }
 
-func createPod(t *testing.T, c *cluster, name, on string, init []corev1.Container, ctrs ...corev1.Container) {
+func createPod(t *testing.T, c *kubecluster.Cluster, name, on string, init []corev1.Container, ctrs ...corev1.Container) {
 	t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ml"},
 		Spec:       corev1.PodSpec{NodeName: on, InitContainers: init, Containers: ctrs},
 	}
-	if _, err := c.client.CoreV1().Pods("ml").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Pods("ml").Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // startExporter runs the exporter on the cluster with token; no GPU
 // driver and no kubelet socket: only the API source is under test.
-func startExporter(t *testing.T, c *cluster, token string, args ...string) *tooltest.Exporter {
+func startExporter(t *testing.T, c *kubecluster.Cluster, token string, args ...string) *tooltest.Exporter {
 	t.Helper()
-	return startExporterAt(t, c.kubeconfig(t, "exporter", token, ""), args...)
+	return startExporterAt(t, c.Kubeconfig(t, "exporter", token, ""), args...)
 }
 
 func startExporterAt(t *testing.T, kubeconfig string, args ...string) *tooltest.Exporter {
 	t.Helper()
 	bin := tooltest.ExporterBinary(t)
-	return tooltest.StartExporter(t, bin, func(addr string) error { _, err := scrape(addr); return err },
+	return tooltest.StartExporter(t, bin, func(addr string) error { _, err := tooltest.Scrape(addr); return err },
 		append([]string{
 			"--kubeconfig=" + kubeconfig, "--kube.node-name=" + node,
 			"--kubelet.pod-resources-socket=" + filepath.Join(t.TempDir(), "absent.sock"),
 		}, args...)...)
 }
 
-func testRequestsAndCapacity(t *testing.T, c *cluster, e *tooltest.Exporter) {
+func testRequestsAndCapacity(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
 	always := corev1.ContainerRestartPolicyAlways
 	sidecar := container("proxy", gpus("1"), gpus("1"))
 	sidecar.RestartPolicy = &always
@@ -234,28 +229,28 @@ func testRequestsAndCapacity(t *testing.T, c *cluster, e *tooltest.Exporter) {
 	)
 }
 
-func testChanges(t *testing.T, c *cluster, e *tooltest.Exporter) {
+func testChanges(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
 	ctx := context.Background()
 	createPod(t, c, "added", node, nil, container("main", gpus("3"), gpus("3")))
 	t.Logf("pod added: visible in %v", waitFor(t, e, 2*time.Second, req("added", "main", 3)))
 
-	p, err := c.client.CoreV1().Pods("ml").Get(ctx, "added", metav1.GetOptions{})
+	p, err := c.Client.CoreV1().Pods("ml").Get(ctx, "added", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Status.Phase = corev1.PodSucceeded
-	if _, err := c.client.CoreV1().Pods("ml").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+	if _, err := c.Client.CoreV1().Pods("ml").UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("pod Succeeded: gone in %v", waitFor(t, e, 2*time.Second, want{"containerGpuRequests", []string{l("pod", "added")}, -1}))
 
-	if err := c.client.CoreV1().Pods("ml").Delete(ctx, "limit-only", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+	if err := c.Client.CoreV1().Pods("ml").Delete(ctx, "limit-only", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("pod deleted: gone in %v", waitFor(t, e, 2*time.Second, want{"containerGpuRequests", []string{l("pod", "limit-only")}, -1}))
 
 	patch := []byte(`{"status":{"capacity":{"nvidia.com/gpu":"6"},"allocatable":{"nvidia.com/gpu":"5"}}}`)
-	if _, err := c.client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+	if _, err := c.Client.CoreV1().Nodes().Patch(ctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("node patched: visible in %v", waitFor(t, e, 2*time.Second,
@@ -264,7 +259,7 @@ func testChanges(t *testing.T, c *cluster, e *tooltest.Exporter) {
 
 // testDRA publishes a ResourceSlice with uuid attributes, then a new
 // generation of its pool with fewer devices: only the newest counts.
-func testDRA(t *testing.T, c *cluster, e *tooltest.Exporter) {
+func testDRA(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
 	ctx := context.Background()
 	const driver = "gpu.nvidia.com"
 	slice := func(name string, gen int64, devices ...string) *resourcev1.ResourceSlice {
@@ -282,16 +277,16 @@ func testDRA(t *testing.T, c *cluster, e *tooltest.Exporter) {
 		}
 		return s
 	}
-	if _, err := c.client.ResourceV1().ResourceSlices().Create(ctx, slice("gen1", 1, "gpu-0", "gpu-1", "gpu-2"), metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.ResourceV1().ResourceSlices().Create(ctx, slice("gen1", 1, "gpu-0", "gpu-1", "gpu-2"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	draCap := func(v float64) want { return want{"nodeGpuCapacity", []string{l("resource", driver)}, v} }
 	waitFor(t, e, 3*time.Second, draCap(3), upKube)
-	if _, err := c.client.ResourceV1().ResourceSlices().Create(ctx, slice("gen2", 2, "gpu-0", "gpu-1"), metav1.CreateOptions{}); err != nil {
+	if _, err := c.Client.ResourceV1().ResourceSlices().Create(ctx, slice("gen2", 2, "gpu-0", "gpu-1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e, 3*time.Second, draCap(2))
-	if err := c.client.ResourceV1().ResourceSlices().Delete(ctx, "gen1", metav1.DeleteOptions{}); err != nil {
+	if err := c.Client.ResourceV1().ResourceSlices().Delete(ctx, "gen1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, e, 3*time.Second, draCap(2))
@@ -299,13 +294,13 @@ func testDRA(t *testing.T, c *cluster, e *tooltest.Exporter) {
 
 // testAudit checks that the exporter only ever listed and watched this
 // node's pods, its Node and its ResourceSlices.
-func testAudit(t *testing.T, c *cluster) {
+func testAudit(t *testing.T, c *kubecluster.Cluster) {
 	selectors := map[string]string{
 		"pods": "fieldSelector=spec.nodeName%3D" + node, "nodes": "fieldSelector=metadata.name%3D" + node,
 		"resourceslices": "fieldSelector=spec.nodeName%3D" + node,
 	}
 	n := 0
-	events := c.audit(t)
+	events := c.Audit(t)
 	users := map[string]int{}
 	for _, ev := range events {
 		users[ev.User.Username]++

@@ -1,7 +1,11 @@
-package kubeapi
+// Package kubecluster runs a real etcd and kube-apiserver on loopback for
+// the end-to-end tests (scripts/kube-tools.sh builds them), with
+// certificates, service-account keys and an audit log of their own.
+package kubecluster
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +26,9 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -30,13 +37,20 @@ import (
 
 // cluster is an etcd and a kube-apiserver on loopback, with certificates,
 // service-account keys and an audit log of their own.
-type cluster struct {
-	dir       string
-	apiserver string // binary
-	args      []string
-	addr      string // host:port of the API server
-	admin     *rest.Config
-	client    *kubernetes.Clientset
+type Cluster struct {
+	// Dir holds the certificates, keys, logs and etcd's data.
+	Dir string
+	// APIServer is the kube-apiserver binary and Args its flags, which a
+	// test may change before StartAPIServer.
+	APIServer string
+	Args      []string
+	// Addr is host:port of the API server.
+	Addr string
+	// Admin is a system:masters client configuration, Client its client.
+	Admin  *rest.Config
+	Client *kubernetes.Clientset
+	// EtcdAddr is host:port of etcd's client URL.
+	EtcdAddr string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd // the running kube-apiserver
@@ -49,7 +63,7 @@ func tools(t *testing.T) (etcd, apiserver string) {
 	return tooltest.Require(t, "etcd"), tooltest.Require(t, "kube-apiserver")
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+func WritePEM(t *testing.T, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -58,7 +72,7 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 
 // issue writes a key and a certificate signed by ca (self-signed when ca is
 // nil) and returns them.
-func issue(t *testing.T, dir, name string, tmpl *x509.Certificate, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+func Issue(t *testing.T, dir, name string, tmpl *x509.Certificate, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -80,8 +94,8 @@ func issue(t *testing.T, dir, name string, tmpl *x509.Certificate, ca *x509.Cert
 	if err != nil {
 		t.Fatal(err)
 	}
-	writePEM(t, filepath.Join(dir, name+".crt"), "CERTIFICATE", der)
-	writePEM(t, filepath.Join(dir, name+".key"), "EC PRIVATE KEY", keyDER)
+	WritePEM(t, filepath.Join(dir, name+".crt"), "CERTIFICATE", der)
+	WritePEM(t, filepath.Join(dir, name+".key"), "EC PRIVATE KEY", keyDER)
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
@@ -100,22 +114,22 @@ rules:
   - level: None
 `
 
-// startCluster starts etcd and kube-apiserver, with extra flags for the
-// latter; both are stopped when the test ends.
-func startCluster(t *testing.T, extra ...string) *cluster {
+// Start starts etcd and kube-apiserver, with extra flags for the latter;
+// both are stopped when the test ends.
+func Start(t *testing.T, extra ...string) *Cluster {
 	t.Helper()
 	etcdBin, apiBin := tools(t)
 	dir := t.TempDir()
-	ca, caKey := issue(t, dir, "ca", &x509.Certificate{
+	ca, caKey := Issue(t, dir, "ca", &x509.Certificate{
 		Subject: pkix.Name{CommonName: "kubeapi-test-ca"}, IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}, nil, nil)
-	issue(t, dir, "server", &x509.Certificate{
+	Issue(t, dir, "server", &x509.Certificate{
 		Subject: pkix.Name{CommonName: "kube-apiserver"}, DNSNames: []string{"localhost", "kubernetes"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, ca, caKey)
-	issue(t, dir, "admin", &x509.Certificate{
+	Issue(t, dir, "admin", &x509.Certificate{
 		Subject: pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, ca, caKey)
@@ -124,9 +138,9 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 		t.Fatal(err)
 	}
 	saDER, _ := x509.MarshalECPrivateKey(saKey)
-	writePEM(t, filepath.Join(dir, "sa.key"), "EC PRIVATE KEY", saDER)
+	WritePEM(t, filepath.Join(dir, "sa.key"), "EC PRIVATE KEY", saDER)
 	pubDER, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
-	writePEM(t, filepath.Join(dir, "sa.pub"), "PUBLIC KEY", pubDER)
+	WritePEM(t, filepath.Join(dir, "sa.pub"), "PUBLIC KEY", pubDER)
 	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -141,13 +155,13 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 	if err := etcd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stop(etcd, syscall.SIGTERM) })
+	t.Cleanup(func() { Stop(etcd, syscall.SIGTERM) })
 
-	c := &cluster{dir: dir, apiserver: apiBin, addr: tooltest.FreeAddr(t)}
-	c.args = []string{
+	c := &Cluster{Dir: dir, APIServer: apiBin, Addr: tooltest.FreeAddr(t), EtcdAddr: etcdAddr}
+	c.Args = []string{
 		"--etcd-servers=http://" + etcdAddr,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-		"--secure-port=" + c.addr[strings.LastIndex(c.addr, ":")+1:],
+		"--secure-port=" + c.Addr[strings.LastIndex(c.Addr, ":")+1:],
 		"--tls-cert-file=" + filepath.Join(dir, "server.crt"), "--tls-private-key-file=" + filepath.Join(dir, "server.key"),
 		"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
@@ -155,30 +169,27 @@ func startCluster(t *testing.T, extra ...string) *cluster {
 		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
-		// No controller manager creates the namespaces' default
-		// ServiceAccounts that this plugin would wait for.
-		"--disable-admission-plugins=ServiceAccount",
 		"--audit-policy-file=" + filepath.Join(dir, "audit-policy.yaml"),
 		"--audit-log-path=" + filepath.Join(dir, "audit.log"), "--audit-log-mode=blocking", "--audit-log-format=json",
 		"--cert-dir=" + filepath.Join(dir, "certs"),
 		"--enable-priority-and-fairness=false", "--profiling=false",
 	}
-	c.args = append(c.args, extra...)
-	c.admin = &rest.Config{Host: "https://" + c.addr, QPS: 100, Burst: 200, TLSClientConfig: rest.TLSClientConfig{
+	c.Args = append(c.Args, extra...)
+	c.Admin = &rest.Config{Host: "https://" + c.Addr, QPS: 100, Burst: 200, TLSClientConfig: rest.TLSClientConfig{
 		CAFile: filepath.Join(dir, "ca.crt"), CertFile: filepath.Join(dir, "admin.crt"), KeyFile: filepath.Join(dir, "admin.key"),
 	}}
-	if c.client, err = kubernetes.NewForConfig(c.admin); err != nil {
+	if c.Client, err = kubernetes.NewForConfig(c.Admin); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.stopAPIServer(syscall.SIGTERM) })
+	t.Cleanup(func() { c.StopAPIServer(syscall.SIGTERM) })
 	start := time.Now()
-	c.startAPIServer(t)
+	c.StartAPIServer(t)
 	t.Logf("etcd and kube-apiserver ready in %v", time.Since(start).Round(time.Millisecond))
 	return c
 }
 
 // stop ends cmd with sig, and kills it if it is still running 10s later.
-func stop(cmd *exec.Cmd, sig syscall.Signal) {
+func Stop(cmd *exec.Cmd, sig syscall.Signal) {
 	if cmd.Process == nil {
 		return
 	}
@@ -194,13 +205,13 @@ func stop(cmd *exec.Cmd, sig syscall.Signal) {
 }
 
 // startAPIServer starts kube-apiserver and waits until it is ready.
-func (c *cluster) startAPIServer(t *testing.T) {
+func (c *Cluster) StartAPIServer(t *testing.T) {
 	t.Helper()
-	out, err := os.OpenFile(filepath.Join(c.dir, "apiserver.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	out, err := os.OpenFile(filepath.Join(c.Dir, "apiserver.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(c.apiserver, c.args...)
+	cmd := exec.Command(c.APIServer, c.Args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -209,26 +220,26 @@ func (c *cluster) startAPIServer(t *testing.T) {
 	c.cmd, c.out = cmd, out
 	c.mu.Unlock()
 	if err := c.waitReady(90 * time.Second); err != nil {
-		log, _ := os.ReadFile(filepath.Join(c.dir, "apiserver.log"))
-		t.Fatalf("kube-apiserver: %v\n%s", err, tail(string(log), 4000))
+		log, _ := os.ReadFile(filepath.Join(c.Dir, "apiserver.log"))
+		t.Fatalf("kube-apiserver: %v\n%s", err, Tail(string(log), 4000))
 	}
 }
 
 // stopAPIServer stops kube-apiserver with sig: SIGKILL is a crash, which
 // also spares the graceful shutdown's wait for open watches.
-func (c *cluster) stopAPIServer(sig syscall.Signal) {
+func (c *Cluster) StopAPIServer(sig syscall.Signal) {
 	c.mu.Lock()
 	cmd, out := c.cmd, c.out
 	c.cmd, c.out = nil, nil
 	c.mu.Unlock()
 	if cmd != nil {
-		stop(cmd, sig)
+		Stop(cmd, sig)
 		out.Close()
 	}
 }
 
-func (c *cluster) waitReady(timeout time.Duration) error {
-	rt, err := rest.TransportFor(c.admin)
+func (c *Cluster) waitReady(timeout time.Duration) error {
+	rt, err := rest.TransportFor(c.Admin)
 	if err != nil {
 		return fmt.Errorf("transport: %w", err)
 	}
@@ -236,7 +247,7 @@ func (c *cluster) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		resp, err := hc.Get("https://" + c.addr + "/readyz")
+		resp, err := hc.Get("https://" + c.Addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -252,10 +263,10 @@ func (c *cluster) waitReady(timeout time.Duration) error {
 
 // kubeconfig writes a kubeconfig with token for this cluster (or addr, when
 // not empty) and returns its path.
-func (c *cluster) kubeconfig(t *testing.T, name, token, addr string) string {
+func (c *Cluster) Kubeconfig(t *testing.T, name, token, addr string) string {
 	t.Helper()
 	if addr == "" {
-		addr = c.addr
+		addr = c.Addr
 	}
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -263,7 +274,7 @@ clusters: [{name: test, cluster: {server: "https://%s", certificate-authority: %
 users: [{name: u, user: {token: %q}}]
 contexts: [{name: test, context: {cluster: test, user: u}}]
 current-context: test
-`, addr, filepath.Join(c.dir, "ca.crt"), token)
+`, addr, filepath.Join(c.Dir, "ca.crt"), token)
 	path := filepath.Join(t.TempDir(), name+".kubeconfig")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -272,7 +283,7 @@ current-context: test
 }
 
 // auditEvent is the part of an audit event the tests check.
-type auditEvent struct {
+type AuditEvent struct {
 	Verb       string `json:"verb"`
 	RequestURI string `json:"requestURI"`
 	User       struct {
@@ -284,18 +295,18 @@ type auditEvent struct {
 	} `json:"objectRef"`
 }
 
-func (c *cluster) audit(t *testing.T) []auditEvent {
+func (c *Cluster) Audit(t *testing.T) []AuditEvent {
 	t.Helper()
-	f, err := os.Open(filepath.Join(c.dir, "audit.log"))
+	f, err := os.Open(filepath.Join(c.Dir, "audit.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []auditEvent
+	var out []AuditEvent
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
-		var ev auditEvent
+		var ev AuditEvent
 		if err := json.Unmarshal(sc.Bytes(), &ev); err == nil {
 			out = append(out, ev)
 		}
@@ -303,9 +314,48 @@ func (c *cluster) audit(t *testing.T) []auditEvent {
 	return out
 }
 
-func tail(s string, n int) string {
+func Tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// Token mints an hour's token for ServiceAccount sa of namespace ns,
+// creating the ServiceAccount first when create is set.
+func (c *Cluster) Token(t *testing.T, ns, sa string, create bool) string {
+	t.Helper()
+	ctx := context.Background()
+	if create {
+		if _, err := c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hour := int64(3600)
+	tr, err := c.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &hour},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
+}
+
+// AdminKubeconfig writes a kubeconfig with the system:masters client
+// certificate, for the control-plane components and the kubelet, and
+// returns its path.
+func (c *Cluster) AdminKubeconfig(t *testing.T) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "https://%s", certificate-authority: %q}}]
+users: [{name: admin, user: {client-certificate: %q, client-key: %q}}]
+contexts: [{name: test, context: {cluster: test, user: admin}}]
+current-context: test
+`, c.Addr, filepath.Join(c.Dir, "ca.crt"), filepath.Join(c.Dir, "admin.crt"), filepath.Join(c.Dir, "admin.key"))
+	path := filepath.Join(c.Dir, "admin.kubeconfig")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
