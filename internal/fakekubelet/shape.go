@@ -16,9 +16,10 @@ import (
 // convenient; the Server answers in the kubelet's shape, so that no client
 // can pass against it by reading a shape the kubelet never sends.
 
-// perDevice splits each entry with IDs into one entry per ID, keeping its
-// topology (or giving NUMA node 0, as the kubelet does for a device plugin
-// that reports none), and shuffles the entries with r.
+// perDevice splits each entry with IDs into one entry per ID and NUMA node
+// of its topology (one entry without topology where it has none), as the
+// kubelet does,
+// and shuffles the entries with r.
 func perDevice(devs []*podresourcesv1.ContainerDevices, r *rand.Rand) []*podresourcesv1.ContainerDevices {
 	out := make([]*podresourcesv1.ContainerDevices, 0, len(devs))
 	for _, d := range devs {
@@ -27,11 +28,16 @@ func perDevice(devs []*podresourcesv1.ContainerDevices, r *rand.Rand) []*podreso
 			continue
 		}
 		for _, id := range d.DeviceIds {
-			topo := d.Topology
-			if topo == nil {
-				topo = &podresourcesv1.TopologyInfo{Nodes: []*podresourcesv1.NUMANode{{ID: 0}}}
+			if d.Topology == nil {
+				out = append(out, &podresourcesv1.ContainerDevices{ResourceName: d.ResourceName, DeviceIds: []string{id}})
+				continue
 			}
-			out = append(out, &podresourcesv1.ContainerDevices{ResourceName: d.ResourceName, DeviceIds: []string{id}, Topology: topo})
+			for _, node := range d.Topology.Nodes {
+				out = append(out, &podresourcesv1.ContainerDevices{
+					ResourceName: d.ResourceName, DeviceIds: []string{id},
+					Topology: &podresourcesv1.TopologyInfo{Nodes: []*podresourcesv1.NUMANode{{ID: node.GetID()}}},
+				})
+			}
 		}
 	}
 	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
