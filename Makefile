@@ -36,15 +36,21 @@ run: build
 		echo "no NVIDIA driver: serving the built-in simulated node on :9871"; ./$(SIM_BIN); \
 	fi
 
-# Everything the tests need: promtool/prometheus (Debian package), helm and
-# kustomize (built from the Go module proxy into .tools/bin), and the etcd
-# and kube-apiserver of test/kubeapi (scripts/kube-tools.sh, cached under
+# Everything the tests need: promtool/prometheus and containerd/runc (Debian
+# packages; the services they install stay stopped), helm and kustomize
+# (built from the Go module proxy into .tools/bin), and the etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubelet of
+# test/kubeapi and test/node (scripts/kube-tools.sh, cached under
 # ~/.cache/kube-gpu-exporter/kube/<version> and linked into .tools/bin).
 deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 		echo "installing prometheus (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 		systemctl disable --now prometheus >/dev/null 2>&1 || true; }
+	@command -v containerd >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null || { \
+		echo "installing containerd and runc (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; \
+		systemctl disable --now containerd >/dev/null 2>&1 || true; }
 	@test -x $(TOOLS)/helm || { echo "building helm $(HELM_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@test -x $(TOOLS)/kustomize || { echo "building kustomize $(KUSTOMIZE_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
 	@GO=$(GO) scripts/kube-tools.sh

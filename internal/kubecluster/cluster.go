@@ -161,6 +161,9 @@ func Start(t *testing.T, extra ...string) *Cluster {
 	c.Args = []string{
 		"--etcd-servers=http://" + etcdAddr,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		// Since 1.37 the kubernetes Service's endpoint may not be a
+		// loopback address; nothing here dials that Service.
+		"--endpoint-reconciler-type=none",
 		"--secure-port=" + c.Addr[strings.LastIndex(c.Addr, ":")+1:],
 		"--tls-cert-file=" + filepath.Join(dir, "server.crt"), "--tls-private-key-file=" + filepath.Join(dir, "server.key"),
 		"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
