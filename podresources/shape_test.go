@@ -46,14 +46,13 @@ func kubeletShapedReply() (*podresourcesv1.ListPodResourcesResponse, *podresourc
 	alloc := &podresourcesv1.AllocatableResourcesResponse{}
 	for _, name := range []string{"one", "two", "eight", "shared"} {
 		ctr := &podresourcesv1.ContainerResources{Name: name}
-		for _, id := range want[name] {
-			var n int
-			fmt.Sscanf(id[len(id)-2:], "%d", &n)
-			ctr.Devices = append(ctr.Devices, entry(gpu, id, int64(n%2)))
-			alloc.Devices = append(alloc.Devices, entry(gpu, id, int64(n%2)))
+		for k, id := range want[name] {
+			node := int64(k % 2)
+			ctr.Devices = append(ctr.Devices, entry(gpu, id, node))
+			alloc.Devices = append(alloc.Devices, entry(gpu, id, node))
 			if id == uuidN(3) { // on both NUMA nodes: listed once for each
-				ctr.Devices = append(ctr.Devices, entry(gpu, id, 1-int64(n%2)))
-				alloc.Devices = append(alloc.Devices, entry(gpu, id, 1-int64(n%2)))
+				ctr.Devices = append(ctr.Devices, entry(gpu, id, 1-node))
+				alloc.Devices = append(alloc.Devices, entry(gpu, id, 1-node))
 			}
 		}
 		pod.Containers = append(pod.Containers, ctr)

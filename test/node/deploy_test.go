@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,7 @@ func (n *kubeNode) deployExporter(t *testing.T, extraArgs ...string) string {
 	}
 	out, err := exec.Command(n.bins["helm"], args...).Output()
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			t.Fatalf("helm template: %v\n%s", err, ee.Stderr)
 		}
 		t.Fatalf("helm template: %v", err)

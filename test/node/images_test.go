@@ -3,7 +3,6 @@ package node
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,7 +133,7 @@ func (n *kubeNode) importImages(t *testing.T) {
 	out, err := n.ctr("images", "ls", "-q")
 	for _, img := range []string{pauseImage, exporterImage} {
 		if err != nil || !strings.Contains(out, img) {
-			t.Fatal(fmt.Sprintf("%s not imported (%v): %s", img, err, out))
+			t.Fatalf("%s not imported (%v): %s", img, err, out)
 		}
 	}
 	os.Remove(archive)

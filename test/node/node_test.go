@@ -220,9 +220,8 @@ func testMultiGPU(t *testing.T, n *kubeNode, addr string) {
 	got := holders(n.kubeletList(t))
 	per := map[string]int{}
 	for _, h := range got {
-		var ns, rest string
-		fmt.Sscanf(h, "%s %s", &ns, &rest)
-		per[ns]++
+		holder, _, _ := strings.Cut(h, " ")
+		per[holder]++
 	}
 	want := map[string]int{"e2e/multi/sidecar": 1, "e2e/multi/one": 1, "e2e/multi/two": 2}
 	for k, v := range want {
