@@ -39,6 +39,7 @@ func (n *kubeNode) deployExporter(t *testing.T, extraArgs ...string) string {
 		"--set", "image.tag=" + strings.Split(exporterImage, ":")[1],
 		"--set", "image.pullPolicy=Never",
 		"--set", "hostNetwork=true",
+		"--set", "dra.enabled=true",
 		"--set", "exporter.port=" + port(addr),
 		"--set", "podResources.hostPath=" + filepath.Join(n.rootDir, "pod-resources"),
 		"--set", "extraEnv[0].name=KUBERNETES_SERVICE_HOST", "--set", "extraEnv[0].value=127.0.0.1",

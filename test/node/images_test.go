@@ -27,7 +27,7 @@ const (
 // that the exporter reads the real kubelet's socket and the real API.
 const scenario = `node: kge-node
 model: H100-SXM5-80GB
-gpus: 10
+gpus: 12
 `
 
 // staticBinary builds pkg without cgo.

@@ -34,7 +34,8 @@ func TestMain(m *testing.M) {
 
 // The plugins' devices: GPUs 0-7 whole, 0-3 on NUMA node 0 and 4-7 on
 // node 1, GPU 3 on both (the kubelet then lists it once per node); GPUs 8
-// and 9 as four time-slicing replicas each, on nodes 0 and 1.
+// and 9 as four time-slicing replicas each, on nodes 0 and 1. GPUs 10 and
+// 11 go to the DRA driver (dra_test.go).
 func wholeGPUs() map[string][]int64 {
 	m := map[string][]int64{}
 	for i := range 8 {
@@ -70,6 +71,7 @@ func TestNode(t *testing.T) {
 		t.Cleanup(p.stop)
 	}
 	n.waitAllocatable(t, map[string]int64{"nvidia.com/gpu": 8, "nvidia.com/gpu.shared": 8})
+	n.startDRA(t)
 	n.createNamespace(t, testNamespace)
 	addr := n.deployExporter(t)
 	t.Logf("exporter at %s", addr)
@@ -77,6 +79,7 @@ func TestNode(t *testing.T) {
 	t.Run("MultiGPUContainers", func(t *testing.T) { testMultiGPU(t, n, addr) })
 	t.Run("EightGPUsBothNUMANodes", func(t *testing.T) { testEight(t, n, addr) })
 	t.Run("TimeSlicedReplicas", func(t *testing.T) { testTimeSliced(t, n, addr) })
+	t.Run("DRAClaim", func(t *testing.T) { testDRA(t, n, addr) })
 	t.Run("KubeletRestart", func(t *testing.T) { testRestart(t, n, addr, "kubelet") })
 	t.Run("DevicePluginRestart", func(t *testing.T) { testPluginRestart(t, n, addr, whole) })
 	t.Run("ContainerdRestart", func(t *testing.T) { testRestart(t, n, addr, "containerd") })
@@ -99,6 +102,12 @@ func ctr(name, res string, count int64, args ...string) corev1.Container {
 // run.
 func (n *kubeNode) createPod(t *testing.T, name string, init []corev1.Container, ctrs ...corev1.Container) {
 	t.Helper()
+	n.createPodWith(t, name, nil, init, ctrs...)
+}
+
+// createPodWith is createPod with a change to the pod's spec.
+func (n *kubeNode) createPodWith(t *testing.T, name string, change func(*corev1.PodSpec), init []corev1.Container, ctrs ...corev1.Container) {
+	t.Helper()
 	zero := int64(0)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testNamespace},
@@ -106,6 +115,9 @@ func (n *kubeNode) createPod(t *testing.T, name string, init []corev1.Container,
 			InitContainers: init, Containers: ctrs, HostNetwork: true,
 			TerminationGracePeriodSeconds: &zero, AutomountServiceAccountToken: new(bool),
 		},
+	}
+	if change != nil {
+		change(&pod.Spec)
 	}
 	if _, err := n.c.Client.CoreV1().Pods(testNamespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -290,9 +302,19 @@ func testRestart(t *testing.T, n *kubeNode, addr, what string) {
 		n.waitContainerd(t)
 	}
 	n.waitReady(t, 60*time.Second)
-	s := n.waitAgree(t, addr, want, 60*time.Second)
+	n.waitAgree(t, addr, want, 60*time.Second)
 	time.Sleep(3 * time.Second) // and a while after
 	w.stop(t)
+	logKubeletErrors(t, addr)
+}
+
+// logKubeletErrors logs the exporter's kubelet error counters: how often a
+// restart window was bridged.
+func logKubeletErrors(t *testing.T, addr string) {
+	s, err := tooltest.Scrape(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for k, v := range s {
 		if strings.HasPrefix(k, "kube_gpu_exporter_errors_total{") && label(k, "source") == "kubelet" {
 			t.Logf("%s %v", k, v)
@@ -313,6 +335,7 @@ func testPluginRestart(t *testing.T, n *kubeNode, addr string, p *plugin) {
 	n.waitAllocatable(t, map[string]int64{"nvidia.com/gpu": 8})
 	n.waitAgree(t, addr, want, 30*time.Second)
 	w.stop(t)
+	logKubeletErrors(t, addr)
 }
 
 // record writes the kubelet's List and GetAllocatableResources replies as

@@ -14,6 +14,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
 // gpuResources are the resources the test plugins advertise.
@@ -71,6 +72,16 @@ func holders(list *podresourcesv1.ListPodResourcesResponse) []string {
 				for _, id := range d.GetDeviceIds() {
 					uuid, _, _ := strings.Cut(id, "::")
 					set[fmt.Sprintf("%s/%s/%s %s", p.GetNamespace(), p.GetName(), c.GetName(), uuid)] = true
+				}
+			}
+			// Claimed devices, by the name the test's DRA driver gives
+			// GPU N in its ResourceSlice: gpu-N.
+			for _, dr := range c.GetDynamicResources() {
+				for _, cr := range dr.GetClaimResources() {
+					var gpu int
+					if _, err := fmt.Sscanf(cr.GetDeviceName(), "gpu-%d", &gpu); err == nil && cr.GetDriverName() == draDriverName {
+						set[fmt.Sprintf("%s/%s/%s %s", p.GetNamespace(), p.GetName(), c.GetName(), simulate.UUID(gpu))] = true
+					}
 				}
 			}
 		}
