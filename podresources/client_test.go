@@ -194,6 +194,36 @@ func TestFetchSurvivesKubeletRestart(t *testing.T) {
 	}
 }
 
+// A kubelet restarting as a real one does: its socket gone, then no pods
+// and nothing allocatable for a moment. Within the grace period every read
+// gives the containers as they were.
+func TestFetchBridgesKubeletRestart(t *testing.T) {
+	list, alloc, want := kubeletShapedReply()
+	c, srv, sock := start(t, testkit.NewKubelet(list, alloc), Config{Timeout: 500 * time.Millisecond, RestartGrace: 5 * time.Second})
+	read := func(when string) {
+		t.Helper()
+		s, err := c.Read(context.Background())
+		if err != nil || len(s.Containers) != len(want) {
+			t.Fatalf("%s: %v, %d containers, want %d", when, err, len(s.Containers), len(want))
+		}
+	}
+	read("before")
+	srv.Stop()
+	read("socket gone")
+	srv2 := fakekubelet.NewServer(testkit.NewKubelet(list, alloc))
+	srv2.StartupEmpty = 600 * time.Millisecond
+	if err := srv2.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Stop()
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		read("restarting")
+	}
+	if n := c.Errors()["restart_window"]; n < 2 {
+		t.Errorf("restart_window counted %d times: the restart was not bridged", n)
+	}
+}
+
 func TestFetchSocketAbsentThenCreated(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
 	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond})

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
@@ -28,13 +29,21 @@ type Source interface {
 // over a real socket instead of a stand-in.
 type Server struct {
 	podresourcesv1.UnimplementedPodResourcesListerServer
+	// StartupEmpty, when set before Listen, makes the Server answer as a
+	// kubelet that has just started: no pods and nothing allocatable, for
+	// that long after Listen (a real one did so for about 0.6 s in 2 of 3
+	// restarts, until its checkpoints were read and the device plugins had
+	// registered again).
+	StartupEmpty time.Duration
+
 	src  Source
 	grpc *grpc.Server
 	mu   sync.Mutex
 	done chan struct{}
 	// rng orders each reply as the kubelet might; seeded, so that a
 	// failing test fails again.
-	rng *rand.Rand
+	rng        *rand.Rand
+	emptyUntil time.Time
 }
 
 // NewServer returns a Server answering from src.
@@ -55,6 +64,7 @@ func (s *Server) Listen(socket string) error {
 		return fmt.Errorf("listen on %s: %w", socket, err)
 	}
 	s.mu.Lock()
+	s.emptyUntil = time.Now().Add(s.StartupEmpty)
 	s.done = make(chan struct{})
 	done := s.done
 	s.mu.Unlock()
@@ -84,6 +94,9 @@ func (s *Server) List(ctx context.Context, _ *podresourcesv1.ListPodResourcesReq
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if time.Now().Before(s.emptyUntil) {
+		return &podresourcesv1.ListPodResourcesResponse{}, nil
+	}
 	return kubeletList(list, s.rng), nil
 }
 
@@ -95,5 +108,8 @@ func (s *Server) GetAllocatableResources(ctx context.Context, _ *podresourcesv1.
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if time.Now().Before(s.emptyUntil) {
+		return &podresourcesv1.AllocatableResourcesResponse{}, nil
+	}
 	return kubeletAllocatable(alloc, s.rng), nil
 }
