@@ -44,7 +44,7 @@ type kubeNode struct {
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd
 	// made lists what teardown must undo outside dir.
-	madeLink, madeVarLib, madeLogDir bool
+	madeLink, madeVarLib, madeLogDir, madeShimDir bool
 }
 
 // requireTools returns the programs the node runs. Under CI a missing one
@@ -219,9 +219,17 @@ func (n *kubeNode) startContainerd(t *testing.T) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, n.dir, n.containerd, pauseImage), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The runc shims put their sockets in /run/containerd/s whatever the
+	// configuration says.
+	if _, err := os.Stat(shimSocketDir); os.IsNotExist(err) {
+		n.madeShimDir = true
+	}
 	n.run(t, "containerd", "--config="+cfg)
 	n.waitContainerd(t)
 }
+
+// shimSocketDir is where containerd 1.6's shims serve, fixed at build time.
+const shimSocketDir = "/run/containerd/s"
 
 // waitContainerd waits until containerd answers on its socket.
 func (n *kubeNode) waitContainerd(t *testing.T) {

@@ -37,6 +37,11 @@ func (n *kubeNode) teardown(t *testing.T) {
 		os.Remove(filepath.Dir(devicePluginDir))
 	}
 	n.removeLogLinks()
+	if n.madeShimDir {
+		// Empty once the shims are gone; Remove leaves a folder that is not.
+		os.Remove(shimSocketDir)
+		os.Remove(filepath.Dir(shimSocketDir))
+	}
 	if err := os.RemoveAll(n.dir); err != nil {
 		left = append(left, err.Error())
 	}
