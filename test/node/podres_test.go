@@ -144,7 +144,7 @@ func (n *kubeNode) waitAgree(t *testing.T, addr string, want []string, timeout t
 
 // scrapeWatch scrapes the exporter every 100 ms until stopped and records
 // every scrape whose holders differ from want, and every container
-// GPU-seconds counter that went back or disappeared.
+// GPU-seconds or energy counter that went back or disappeared.
 type scrapeWatch struct {
 	done    chan struct{}
 	stopped chan struct{}
@@ -181,7 +181,8 @@ func watchScrapes(t *testing.T, addr string, want []string) *scrapeWatch {
 				}
 			}
 			for k, v := range s {
-				if strings.HasPrefix(k, "kube_gpu_container_allocated_gpu_seconds_total{") && label(k, "namespace") == testNamespace {
+				billed := strings.HasPrefix(k, "kube_gpu_container_allocated_gpu_seconds_total{") || strings.HasPrefix(k, "kube_gpu_container_energy_joules_total{")
+				if billed && label(k, "namespace") == testNamespace {
 					last[k] = v
 				}
 			}
