@@ -165,9 +165,6 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 	if !pod.HostPID {
 		t.Error("hostPID=true not applied")
 	}
-	if !pod.HostNetwork || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-		t.Errorf("hostNetwork=true: hostNetwork %v, dnsPolicy %q", pod.HostNetwork, pod.DNSPolicy)
-	}
 	if pod.RuntimeClassName == nil || *pod.RuntimeClassName != "nvidia" {
 		t.Errorf("runtimeClassName = %v", pod.RuntimeClassName)
 	}
@@ -367,6 +364,14 @@ func TestHelmKubernetesAPIDisabled(t *testing.T) {
 	}
 	if a := ds.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || *a {
 		t.Error("service account token mounted although the API is not used")
+	}
+}
+
+// hostNetwork=true puts the pod on the node's network and keeps cluster DNS.
+func TestHelmHostNetwork(t *testing.T) {
+	pod := only[*appsv1.DaemonSet](t, helmTemplate(t, "--set", "hostNetwork=true")).Spec.Template.Spec
+	if !pod.HostNetwork || pod.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostNetwork=true: hostNetwork %v, dnsPolicy %q", pod.HostNetwork, pod.DNSPolicy)
 	}
 }
 
