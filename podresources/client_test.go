@@ -87,7 +87,10 @@ func TestFetchLargeReply(t *testing.T) {
 		t.Fatalf("reply only %d bytes; the test needs one over 4 MiB", n)
 	}
 	f := &testkit.Kubelet{ListReply: list, AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
-	c, _, _ := start(t, f, Config{MaxRecvMsgSize: 64 << 20})
+	// The kubelet sends the 180,000 IDs one entry each, about 20 MiB:
+	// time enough to encode and decode that under the race detector, as
+	// this tests size, not speed.
+	c, _, _ := start(t, f, Config{MaxRecvMsgSize: 64 << 20, Timeout: time.Minute})
 	s, err := c.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +100,7 @@ func TestFetchLargeReply(t *testing.T) {
 	}
 
 	// The same reply with gRPC's default limit fails: the flag matters.
-	small, _, _ := start(t, f, Config{MaxRecvMsgSize: 4 << 20})
+	small, _, _ := start(t, f, Config{MaxRecvMsgSize: 4 << 20, Timeout: time.Minute})
 	if _, err := small.Read(context.Background()); status.Code(errors.Unwrap(err)) != codes.ResourceExhausted {
 		t.Fatalf("4 MiB client: err = %v, want ResourceExhausted", err)
 	}
