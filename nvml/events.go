@@ -9,8 +9,25 @@ import (
 )
 
 // criticalEvents are the NVML event types counted: Xid errors, and
-// double-bit ECC errors, which the driver reports as Xid 48.
+// double-bit ECC errors, which the driver reports as Xid 48. A GPU that
+// delivers Xid events delivers a double-bit error as Xid 48 as well, so its
+// double-bit events are not registered: each error counts once. Only a GPU
+// without Xid events has its double-bit errors registered, counted as 48.
 const criticalEvents = gonvml.EventTypeXidCriticalError | gonvml.EventTypeDoubleBitEccError
+
+// eventMask is what to register of the critical events a GPU supports.
+func eventMask(supported uint64) uint64 {
+	mask := supported & criticalEvents
+	if mask&gonvml.EventTypeXidCriticalError != 0 {
+		return gonvml.EventTypeXidCriticalError
+	}
+	return mask
+}
+
+// lostBackoff is how long the events goroutine waits after EventSetWait
+// answered that a GPU is lost: a real driver answers so at once after Xid
+// 79, and waiting straight away again would burn a core until restart.
+const lostBackoff = time.Second
 
 // xidDoubleBitECC is the Xid the driver logs for a double-bit ECC error.
 const xidDoubleBitECC = 48
@@ -69,7 +86,7 @@ func (s *Sampler) registerEvents() {
 		}
 		mask, ret := d.h.GetSupportedEventTypes()
 		if ret == gonvml.SUCCESS {
-			mask &= criticalEvents
+			mask = eventMask(mask)
 		}
 		if ret != gonvml.SUCCESS || mask == 0 {
 			d.tel.supported &^= FamilyXid
@@ -95,14 +112,21 @@ func (s *Sampler) waitEvents(ctx context.Context) {
 			s.countEvent(data)
 		case gonvml.ERROR_TIMEOUT:
 		case gonvml.ERROR_GPU_IS_LOST:
-			// The poll loop drops the GPU and counts it.
+			// The poll loop drops the GPU and counts it; the set answers
+			// so at once while the lost GPU is in it.
+			pause(ctx, lostBackoff)
 		default:
 			s.countError("event_wait")
-			select { // do not spin on a broken set
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+			pause(ctx, time.Second) // do not spin on a broken set
 		}
+	}
+}
+
+// pause waits for d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
 	}
 }
 

@@ -278,9 +278,34 @@ func TestSamplerGPULostWhileWaitingForEvents(t *testing.T) {
 		snap := s.Snapshot()
 		return len(snap.Devices) == 1 && len(snap.Lost) == 1
 	})
+	// A real driver answers every wait at once while the lost GPU is in
+	// the set: the goroutine must not spin on it.
+	before := ev.Waits()
+	time.Sleep(1500 * time.Millisecond)
+	if n := ev.Waits() - before; n > 3 {
+		t.Errorf("%d waits in 1.5 s on a lost GPU: the events goroutine spins", n)
+	}
 	cancel()
 	<-done
 	if errs := s.Errors(); errs["event_wait"] != 0 || errs["gpu_lost"] != 1 {
 		t.Errorf("errors = %v, want gpu_lost 1 and no event_wait", errs)
+	}
+}
+
+// A GPU that delivers Xid events reports a double-bit ECC error as Xid 48
+// too: only its Xid events are registered, so the error counts once. A GPU
+// without Xid events has its double-bit errors registered instead.
+func TestEventMaskCountsDoubleBitOnce(t *testing.T) {
+	for _, c := range []struct {
+		supported, want uint64
+	}{
+		{gonvml.EventTypeXidCriticalError | gonvml.EventTypeDoubleBitEccError | gonvml.EventTypePState, gonvml.EventTypeXidCriticalError},
+		{gonvml.EventTypeXidCriticalError, gonvml.EventTypeXidCriticalError},
+		{gonvml.EventTypeDoubleBitEccError | gonvml.EventTypeSingleBitEccError, gonvml.EventTypeDoubleBitEccError},
+		{gonvml.EventTypePState, 0},
+	} {
+		if got := eventMask(c.supported); got != c.want {
+			t.Errorf("eventMask(%#x) = %#x, want %#x", c.supported, got, c.want)
+		}
 	}
 }

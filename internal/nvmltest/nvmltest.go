@@ -256,6 +256,13 @@ func (e *Events) FailWaits(ret gonvml.Return) {
 	e.mu.Unlock()
 }
 
+// Waits returns how many times EventSetWait was called.
+func (e *Events) Waits() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.waits
+}
+
 // Pending returns how many injected events no wait has returned yet.
 func (e *Events) Pending() int {
 	e.mu.Lock()
