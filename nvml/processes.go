@@ -10,6 +10,22 @@ import (
 // give (no permission, some virtualised setups).
 const valueNotAvailable = ^uint64(0)
 
+// processUtilization calls GetProcessUtilization without letting it take
+// the process down: go-nvml sizes its buffer with a first call and
+// reslices it to the count of a second, so a process that starts between
+// the two can make the count outgrow the buffer and the reslice panic. Such
+// an answer is counted (reason process_utilization_panic) and the poll goes
+// on without per-process utilization this time.
+func (s *Sampler) processUtilization(d *tracked) (samples []gonvml.ProcessUtilizationSample, ret gonvml.Return) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.countError("process_utilization_panic")
+			samples, ret = nil, gonvml.ERROR_UNKNOWN
+		}
+	}()
+	return d.h.GetProcessUtilization(d.lastProcTS)
+}
+
 // pollProcesses lists the device's compute processes (MPS clients included)
 // and adds one SM-utilization point per running process to its window. A
 // process NVML did not sample this poll was idle: its point is 0.
@@ -43,7 +59,7 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 		}
 	}
 
-	samples, ret := d.h.GetProcessUtilization(d.lastProcTS)
+	samples, ret := s.processUtilization(d)
 	switch ret {
 	case gonvml.SUCCESS, gonvml.ERROR_NOT_FOUND:
 	case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_NO_PERMISSION:

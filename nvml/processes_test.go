@@ -110,3 +110,34 @@ func TestSamplerProcessesNotSupported(t *testing.T) {
 		t.Fatalf("unsupported call retried %d times, want once", calls)
 	}
 }
+
+// go-nvml reslices GetProcessUtilization's buffer to the count of its
+// second call, which panics when a process started between its two calls.
+// The poll counts it and goes on; the next poll reads the processes again.
+func TestProcessUtilizationPanicIsCounted(t *testing.T) {
+	m := newMockNode(t, 1)
+	u101, u202 := uint32(70), uint32(10)
+	running := []uint32{101, 202}
+	withProcesses(m, &u101, &u202, &running)
+	healthy := m.dev(0).GetProcessUtilizationFunc
+	m.dev(0).GetProcessUtilizationFunc = func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		buf := make([]gonvml.ProcessUtilizationSample, 2)
+		grown := 3 // a process started between the two calls
+		return buf[:grown:grown], gonvml.SUCCESS
+	}
+	s := NewSampler(m.srv, Config{Window: 20 * time.Second, Interval: 5 * time.Second, Now: m.clock.Now, Processes: true})
+	s.Poll()
+	r := s.Snapshot().Devices[0]
+	if r.ProcessesOK || s.Errors()["process_utilization_panic"] != 1 {
+		t.Fatalf("processes ok %v, errors %v: want the panic counted and no processes this poll", r.ProcessesOK, s.Errors())
+	}
+	if !r.HasMemory {
+		t.Error("the rest of the device's poll was lost")
+	}
+	m.dev(0).GetProcessUtilizationFunc = healthy
+	m.clock.Advance(5 * time.Second)
+	s.Poll()
+	if r := s.Snapshot().Devices[0]; !r.ProcessesOK || len(r.Processes) != 2 {
+		t.Fatalf("after the panic: processes ok %v, %d processes", r.ProcessesOK, len(r.Processes))
+	}
+}
