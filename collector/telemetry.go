@@ -36,7 +36,7 @@ var telemetryFamilies = []Family[nvml.Reading]{
 	},
 	{
 		Name:  Prefix + "_energy_joules_total",
-		Help:  "Energy the GPU consumed in joules (NVML GetTotalEnergyConsumption; driver reloads added on top; Volta and newer).",
+		Help:  "Energy the GPU consumed in joules since the driver was loaded (NVML GetTotalEnergyConsumption), with counts from before a driver reload the exporter saw added on top; Volta and newer.",
 		Type:  prometheus.CounterValue,
 		Value: func(d *nvml.Reading) (float64, bool) { return gauge(d.Telemetry.EnergyJoules) },
 	},

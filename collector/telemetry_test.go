@@ -134,7 +134,7 @@ func TestCollectTelemetryAndHealth(t *testing.T) {
 # HELP kube_gpu_power_usage_watts Power drawn by the GPU in watts (NVML GetPowerUsage).
 # TYPE kube_gpu_power_usage_watts gauge
 kube_gpu_power_usage_watts{` + lbl + `} 512
-# HELP kube_gpu_energy_joules_total Energy the GPU consumed in joules (NVML GetTotalEnergyConsumption; driver reloads added on top; Volta and newer).
+# HELP kube_gpu_energy_joules_total Energy the GPU consumed in joules since the driver was loaded (NVML GetTotalEnergyConsumption), with counts from before a driver reload the exporter saw added on top; Volta and newer.
 # TYPE kube_gpu_energy_joules_total counter
 kube_gpu_energy_joules_total{` + lbl + `} 7500
 # HELP kube_gpu_ecc_errors_total ECC errors of the GPU's memory by error_type (corrected, uncorrected) and counter_type (volatile: since the driver loaded; aggregate: over the GPU's life) (NVML GetTotalEccErrors; only while ECC is enabled).

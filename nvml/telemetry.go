@@ -38,8 +38,9 @@ var ClockEventReasons = []struct {
 // physical GPU.
 type Telemetry struct {
 	PowerWatts, PowerLimitWatts Value
-	// EnergyJoules counts up since the exporter started reading it: driver
-	// reloads, which restart NVML's counter, are added on top.
+	// EnergyJoules is the driver's counter (energy since the driver was
+	// loaded), with every earlier count the exporter saw before a driver
+	// reload restarted it added on top.
 	EnergyJoules                Value
 	TempGPU, TempMemory         Value // degrees Celsius
 	SMClockHz, MemClockHz       Value
