@@ -38,8 +38,11 @@ func (n *kubeNode) teardown(t *testing.T) {
 	}
 	n.removeLogLinks()
 	if n.madeShimDir {
-		// Empty once the shims are gone; Remove leaves a folder that is not.
-		os.Remove(shimSocketDir)
+		// Made by this node's shims: a shim that was killed leaves its
+		// socket behind.
+		if err := os.RemoveAll(shimSocketDir); err != nil {
+			left = append(left, err.Error())
+		}
 		os.Remove(filepath.Dir(shimSocketDir))
 	}
 	if err := os.RemoveAll(n.dir); err != nil {
