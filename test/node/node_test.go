@@ -83,6 +83,7 @@ func TestNode(t *testing.T) {
 	t.Run("KubeletRestart", func(t *testing.T) { testRestart(t, n, addr, "kubelet") })
 	t.Run("DevicePluginRestart", func(t *testing.T) { testPluginRestart(t, n, addr, whole) })
 	t.Run("ContainerdRestart", func(t *testing.T) { testRestart(t, n, addr, "containerd") })
+	t.Run("GPUResetRunbook", func(t *testing.T) { testResetRunbook(t, n, addr) })
 }
 
 func gpuLimits(res string, count int64) corev1.ResourceRequirements {
@@ -355,5 +356,54 @@ func (n *kubeNode) record(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), append(b, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// resetTaint is the taint docs/alerts.md has the operator put on a node
+// before `nvidia-smi -r`: the exporter holds NVML open, which makes the
+// reset refuse, and it tolerates no such taint, so it leaves the node.
+const resetTaint = "kube-gpu-exporter/gpu-reset"
+
+// The GPU-reset runbook on the real node: the taint takes the chart's
+// exporter off the node (nothing of it keeps NVML open) along with every
+// workload that does not tolerate it (the runbook drains them first), and
+// removing the taint brings the exporter back, serving what the kubelet
+// says of a pod started after the reset. It runs last: the case pods are
+// gone after it.
+func testResetRunbook(t *testing.T, n *kubeNode, addr string) {
+	ctx := context.Background()
+	setTaints := func(taints []corev1.Taint) {
+		t.Helper()
+		node, err := n.c.Client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.Spec.Taints = taints
+		if _, err := n.c.Client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setTaints([]corev1.Taint{{Key: resetTaint, Value: "true", Effect: corev1.TaintEffectNoExecute}})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		listed := false
+		for _, p := range n.kubeletList(t).GetPodResources() {
+			listed = listed || p.GetNamespace() == exporterNamespace
+		}
+		if _, err := tooltest.Scrape(addr); err != nil && !listed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exporter still runs on the tainted node after 60s (listed by the kubelet: %v)", listed)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	setTaints(nil)
+	n.waitExporterPod(t, 60*time.Second)
+	n.createPod(t, "after-reset", nil, ctr("main", "nvidia.com/gpu", 2))
+	if want := holders(n.kubeletList(t)); len(want) != 2 {
+		t.Fatalf("the kubelet lists %q, want the new pod's 2 GPUs only", want)
+	} else {
+		n.waitAgree(t, addr, want, 60*time.Second)
 	}
 }
