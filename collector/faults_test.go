@@ -124,8 +124,7 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
-	// No restart grace: the kubelet here is gone, not restarting.
-	client, err := podresources.New(podresources.Config{Socket: sock, Timeout: time.Second, RestartGrace: -1})
+	client, err := podresources.New(podresources.Config{Socket: sock, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,8 +49,7 @@ type Config struct {
 	DRADrivers []string
 	// RestartGrace is how long a reply shaped like a restarting kubelet's
 	// (no pods, or no GPU allocatable, where there were some) is answered
-	// with the last one before it. Zero means DefaultRestartGrace; a
-	// negative value believes every reply.
+	// with the last one before it. Zero believes every reply.
 	RestartGrace time.Duration
 }
 
@@ -134,9 +133,6 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Matcher == nil {
 		cfg.Matcher = resource.MustMatcher(resource.DefaultNVIDIA...)
 	}
-	if cfg.RestartGrace == 0 {
-		cfg.RestartGrace = DefaultRestartGrace
-	}
 	if cfg.DRADrivers == nil {
 		cfg.DRADrivers = resource.DefaultDRADrivers()
 	}
@@ -190,10 +186,6 @@ func (c *Client) countError(reason string, n int) {
 	c.errors[reason] += uint64(n)
 	c.errMu.Unlock()
 }
-
-// countErrorLocked is countError for a caller holding c.mu; errMu is
-// always taken after mu, never before.
-func (c *Client) countErrorLocked(reason string, n int) { c.countError(reason, n) }
 
 // Read returns the kubelet's current view. A reply younger than CacheTTL is
 // reused; otherwise concurrent callers share one round trip. The round trip

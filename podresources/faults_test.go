@@ -76,8 +76,7 @@ func TestFaultCycleRecoversWithoutLeaks(t *testing.T) {
 
 	f := &testkit.Kubelet{ListReply: onePod(), AllocReply: &podresourcesv1.AllocatableResourcesResponse{}}
 	sock := filepath.Join(t.TempDir(), "kubelet.sock")
-	// Every fault must surface at once, without a restart grace period.
-	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond, RestartGrace: -1})
+	c, err := New(Config{Socket: sock, Timeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

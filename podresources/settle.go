@@ -49,7 +49,7 @@ func (c *Client) held(now time.Time) *Snapshot {
 	h := *c.believed
 	h.Taken = now
 	h.Dropped, h.DroppedAllocatable = nil, nil
-	c.countErrorLocked("restart_window", 1)
+	c.countError("restart_window", 1) // errMu is only ever taken after mu
 	return &h
 }
 

@@ -96,7 +96,7 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	}
 	kubelet, err := podresources.New(podresources.Config{
 		Socket: o.socket, MaxRecvMsgSize: int(o.maxRecv), Timeout: o.kubeletTimeout, CacheTTL: o.cacheTTL, Matcher: matcher,
-		RestartGrace: restartGrace(o.restartGrace),
+		RestartGrace: o.restartGrace,
 		DRADrivers:   draDrivers,
 	})
 	if err != nil {
@@ -270,13 +270,4 @@ func serve(ctx context.Context, o *Options, handler http.Handler, logger *slog.L
 		}
 	}
 	return err
-}
-
-// restartGrace maps --kubelet.restart-grace to the Client's setting, whose
-// zero means its default: a zero flag believes every reply.
-func restartGrace(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
