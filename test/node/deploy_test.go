@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
@@ -114,17 +115,14 @@ func (n *kubeNode) exporterPod() (*corev1.Pod, error) {
 }
 
 func (n *kubeNode) waitExporterPod(t *testing.T, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for {
+	t.Helper()
+	testkit.EventuallyNil(t, timeout, "exporter pod running", func() error {
 		p, err := n.exporterPod()
-		if err == nil && p.Status.Phase == corev1.PodRunning {
-			return
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("%w %s", err, podState(p))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exporter pod not running within %v: %v %s\n%s", timeout, err, podState(p), n.logTail("kubelet"))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // podState says why a pod is not running, from its status.

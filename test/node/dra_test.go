@@ -15,6 +15,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
@@ -117,13 +118,12 @@ func (n *kubeNode) startDRA(t *testing.T) {
 	}
 	// The kubelet lists a driver's claims only once the plugin has
 	// registered.
-	deadline := time.Now().Add(30 * time.Second)
-	for st := helper.RegistrationStatus(); st == nil || !st.PluginRegistered; st = helper.RegistrationStatus() {
-		if time.Now().After(deadline) {
-			t.Fatalf("DRA plugin not registered within 30s (%v):\n%s", st, n.logTail("kubelet"))
+	testkit.EventuallyNil(t, 30*time.Second, "DRA plugin registered", func() error {
+		if st := helper.RegistrationStatus(); st == nil || !st.PluginRegistered {
+			return fmt.Errorf("registration status %v", st)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // A container whose GPU comes from a ResourceClaim, allocated by the real

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/kubecluster"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 )
 
@@ -125,30 +126,27 @@ func (n *kubeNode) run(t *testing.T, name string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	go func() { _ = cmd.Wait(); out.Close() }()
 	n.mu.Lock()
 	n.procs[name] = cmd
 	n.mu.Unlock()
 }
 
-// stop ends a process started by run and waits for it to go.
+// stop ends a process started by run, as kubecluster.Stop ends the API
+// server, and closes its log.
 func (n *kubeNode) stop(name string, sig syscall.Signal) {
 	n.mu.Lock()
 	cmd := n.procs[name]
 	delete(n.procs, name)
 	n.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
+	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	deadline := time.Now().Add(15 * time.Second)
-	for cmd.Process.Signal(syscall.Signal(0)) == nil && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = cmd.Process.Kill()
+	kubecluster.Stop(cmd, sig)
+	cmd.Stdout.(*os.File).Close()
 }
 
-// logTail returns the end of a process's log, for failure messages.
+// logTail returns the end of a process's log; teardown shows them when the
+// test failed.
 func (n *kubeNode) logTail(name string) string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, name+".log"))
 	return kubecluster.Tail(string(b), 3000)
@@ -233,16 +231,12 @@ const shimSocketDir = "/run/containerd/s"
 
 // waitContainerd waits until containerd answers on its socket.
 func (n *kubeNode) waitContainerd(t *testing.T) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if out, err := n.ctr("version"); err == nil && strings.Contains(out, "Server:") {
-			return
+	testkit.EventuallyNil(t, 30*time.Second, "containerd answers", func() error {
+		if out, err := n.ctr("version"); err != nil || !strings.Contains(out, "Server:") {
+			return fmt.Errorf("ctr version: %w: %s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("containerd did not answer within 30s:\n%s", n.logTail("containerd"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // ctr runs ctr against the node's containerd, in the CRI's namespace.
@@ -370,21 +364,18 @@ func (n *kubeNode) podResourcesSocket() string {
 // waitReady waits for the Node to be Ready.
 func (n *kubeNode) waitReady(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testkit.EventuallyNil(t, timeout, "node Ready", func() error {
 		node, err := n.c.Client.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
-		if err == nil {
-			for _, c := range node.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					return
-				}
+		if err != nil {
+			return err
+		}
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node not Ready within %v (%v):\n%s", timeout, err, n.logTail("kubelet"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("conditions %v", node.Status.Conditions)
+	})
 }
 
 func (n *kubeNode) label(t *testing.T, labels map[string]string) {

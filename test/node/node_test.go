@@ -17,6 +17,7 @@ import (
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
@@ -123,17 +124,13 @@ func (n *kubeNode) createPodWith(t *testing.T, name string, change func(*corev1.
 	if _, err := n.c.Client.CoreV1().Pods(testNamespace).Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 60*time.Second, "pod "+name+" running", func() error {
 		p, err := n.c.Client.CoreV1().Pods(testNamespace).Get(context.Background(), name, metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodRunning && allReady(p) {
-			return
+		if err != nil || p.Status.Phase != corev1.PodRunning || !allReady(p) {
+			return fmt.Errorf("%w %s", err, podState(p))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not running within 60s: %v %s\n%s", name, err, podState(p), n.logTail("kubelet"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func allReady(p *corev1.Pod) bool {
@@ -151,21 +148,17 @@ func (n *kubeNode) deletePod(t *testing.T, name string) {
 	if err := n.c.Client.CoreV1().Pods(testNamespace).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 60*time.Second, "pod "+name+" gone", func() error {
 		_, err := n.c.Client.CoreV1().Pods(testNamespace).Get(context.Background(), name, metav1.GetOptions{})
 		listed := false
 		for _, p := range n.kubeletList(t).GetPodResources() {
 			listed = listed || (p.GetNamespace() == testNamespace && p.GetName() == name)
 		}
-		if err != nil && !listed {
-			return
+		if err == nil || listed {
+			return fmt.Errorf("in the API: %v, listed by the kubelet: %v", err == nil, listed)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not gone within 60s", name)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (n *kubeNode) createNamespace(t *testing.T, name string) {
@@ -175,37 +168,27 @@ func (n *kubeNode) createNamespace(t *testing.T, name string) {
 	}
 	// The ServiceAccount admission plugin refuses pods until the
 	// controller manager has made the namespace's default ServiceAccount.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := n.c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no default ServiceAccount in %s within 30s:\n%s", name, n.logTail("kube-controller-manager"))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testkit.EventuallyNil(t, 30*time.Second, "default ServiceAccount in "+name, func() error {
+		_, err := n.c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
 }
 
 // waitAllocatable waits until the Node offers want of each resource.
 func (n *kubeNode) waitAllocatable(t *testing.T, want map[string]int64) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 60*time.Second, fmt.Sprintf("allocatable %v", want), func() error {
 		node, err := n.c.Client.CoreV1().Nodes().Get(context.Background(), n.name, metav1.GetOptions{})
-		ok := err == nil
+		if err != nil {
+			return err
+		}
 		for res, v := range want {
-			q := node.Status.Allocatable[corev1.ResourceName(res)]
-			ok = ok && q.Value() == v
+			if q := node.Status.Allocatable[corev1.ResourceName(res)]; q.Value() != v {
+				return fmt.Errorf("%s is %s", res, q.String())
+			}
 		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("allocatable not %v within 60s: %v", want, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func holder(pod, ctr string, gpus ...int) []string {
@@ -384,20 +367,16 @@ func testResetRunbook(t *testing.T, n *kubeNode, addr string) {
 		}
 	}
 	setTaints([]corev1.Taint{{Key: resetTaint, Value: "true", Effect: corev1.TaintEffectNoExecute}})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.EventuallyNil(t, 60*time.Second, "the exporter off the tainted node", func() error {
 		listed := false
 		for _, p := range n.kubeletList(t).GetPodResources() {
 			listed = listed || p.GetNamespace() == exporterNamespace
 		}
-		if _, err := tooltest.Scrape(addr); err != nil && !listed {
-			break
+		if _, err := tooltest.Scrape(addr); err == nil || listed {
+			return fmt.Errorf("it still answers (%v) or is listed by the kubelet (%v)", err == nil, listed)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the exporter still runs on the tainted node after 60s (listed by the kubelet: %v)", listed)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 	setTaints(nil)
 	n.waitExporterPod(t, 60*time.Second)
 	n.createPod(t, "after-reset", nil, ctr("main", "nvidia.com/gpu", 2))

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/tooltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
@@ -116,30 +117,25 @@ func label(key, name string) string {
 }
 
 // waitAgree waits until the exporter serves exactly the holders the
-// kubelet lists, and that these are want, and returns the scrape.
-func (n *kubeNode) waitAgree(t *testing.T, addr string, want []string, timeout time.Duration) tooltest.Series {
+// kubelet lists, and that these are want.
+func (n *kubeNode) waitAgree(t *testing.T, addr string, want []string, timeout time.Duration) {
 	t.Helper()
 	slices.Sort(want)
-	deadline := time.Now().Add(timeout)
-	for {
-		var truth, got []string
+	testkit.EventuallyNil(t, timeout, "exporter agrees with the kubelet", func() error {
 		list, _, err := n.kubeletReplies()
-		var s tooltest.Series
-		if err == nil {
-			truth = holders(list)
-			s, err = tooltest.Scrape(addr)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			got = scrapedHolders(s)
-			if slices.Equal(truth, want) && slices.Equal(got, truth) {
-				return s
-			}
+		s, err := tooltest.Scrape(addr)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v:\nkubelet  %q\nexporter %q (%v)\nwant     %q", timeout, truth, got, err, want)
+		truth, got := holders(list), scrapedHolders(s)
+		if !slices.Equal(truth, want) || !slices.Equal(got, truth) {
+			return fmt.Errorf("\nkubelet  %q\nexporter %q\nwant     %q", truth, got, want)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // scrapeWatch scrapes the exporter every 100 ms until stopped and records

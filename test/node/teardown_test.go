@@ -15,6 +15,11 @@ import (
 // made: containers and their shims, mounts, cgroups, links and files. It
 // reports, but does not stop at, what it cannot remove.
 func (n *kubeNode) teardown(t *testing.T) {
+	if t.Failed() {
+		for _, name := range []string{"kubelet", "containerd", "kube-controller-manager", "kube-scheduler"} {
+			t.Logf("the end of %s's log:\n%s", name, n.logTail(name))
+		}
+	}
 	n.stop("kubelet", syscall.SIGTERM)
 	n.removeContainers()
 	n.stop("containerd", syscall.SIGTERM)
