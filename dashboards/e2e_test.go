@@ -81,8 +81,8 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	exporter := tooltest.SimBinary(t)
 	began := time.Now()
 
-	exporterAddr := tooltest.FreeAddr(t)
-	exp := start(t, filepath.Join(tmp, "exporter.log"), exporter, "--simulate", "--web.listen-address="+exporterAddr)
+	exp := tooltest.StartExporter(t, exporter, func(addr string) error { _, err := tooltest.Scrape(addr); return err }, "--simulate")
+	exporterAddr := exp.Addr
 
 	var ruleFiles []string
 	for _, p := range ruleFilePaths(t) {
@@ -124,10 +124,13 @@ scrape_configs:
 	prom := newPromAPI(promAddr)
 
 	eventually(t, 30*time.Second, "exporter scraped", func() error {
-		for _, p := range []*process{exp, promProc} {
-			if err := p.exited(); err != nil {
-				t.Fatal(err) // its log follows
-			}
+		select {
+		case <-exp.Exited():
+			t.Fatal("exporter exited") // its log follows
+		default:
+		}
+		if err := promProc.exited(); err != nil {
+			t.Fatal(err) // its log follows
 		}
 		if err := nonEmpty(prom.query(`up{job="kube-gpu-exporter"} == 1`)); err != nil {
 			return fmt.Errorf("target up: %w", err)

@@ -7,7 +7,6 @@ package tooltest
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/handoff"
 )
 
 // RepoRoot returns the repository root, found from this source file's path so
@@ -148,17 +149,6 @@ func RemoveBuilt() {
 	}
 }
 
-// FreeAddr returns a loopback address with a port nobody listens on.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // Exporter is a running exporter binary with its output captured.
 type Exporter struct {
 	// Addr is the loopback address it listens on.
@@ -188,17 +178,21 @@ func (e *Exporter) Log() string {
 // its status.
 func (e *Exporter) Exited() <-chan struct{} { return e.exited }
 
-// StartExporter runs bin on a free loopback address with args and waits
-// until ready(addr) succeeds (15 s), failing the test if the process exits
-// first. At cleanup it sends SIGTERM, and kills the process and fails the
-// test if it has not exited 10 s later.
+// StartExporter runs bin with args on a loopback listener handed to it
+// (package handoff: no port is free between choosing and serving it) and
+// waits until ready(addr) succeeds (15 s), failing the test if the process
+// exits first. At cleanup it sends SIGTERM, and kills the process and fails
+// the test if it has not exited 10 s later.
 func StartExporter(t testing.TB, bin string, ready func(addr string) error, args ...string) *Exporter {
 	t.Helper()
-	e := &Exporter{Addr: FreeAddr(t), exited: make(chan struct{})}
-	e.Cmd = exec.Command(bin, append([]string{"--web.listen-address=" + e.Addr}, args...)...)
-	e.Cmd.Env = append(os.Environ(), "NODE_NAME=")
-	e.Cmd.Stdout, e.Cmd.Stderr = e, e
-	if err := e.Cmd.Start(); err != nil {
+	cmd, err := handoff.Command(bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Exporter{Addr: cmd.Addr, Cmd: cmd.Cmd, exited: make(chan struct{})}
+	cmd.Env = append(cmd.Env, "NODE_NAME=")
+	cmd.Stdout, cmd.Stderr = e, e
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = e.Cmd.Wait(); close(e.exited) }()

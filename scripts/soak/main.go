@@ -17,10 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -29,6 +27,7 @@ import (
 	"time"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/handoff"
 )
 
 type options struct {
@@ -89,14 +88,12 @@ func run(o options) error {
 	}
 	defer srv.Stop()
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	cmd, err := handoff.Command(o.binary, "--simulate.scenario="+scenario,
+		"--kubelet.pod-resources-socket="+sock, "--kubelet.cache-ttl="+o.cacheTTL.String(), "--log.level=warn")
 	if err != nil {
 		return err
 	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(o.binary, "--web.listen-address="+addr, "--simulate.scenario="+scenario,
-		"--kubelet.pod-resources-socket="+sock, "--kubelet.cache-ttl="+o.cacheTTL.String(), "--log.level=warn")
+	addr := cmd.Addr
 	logf, err := os.Create(filepath.Join(dir, "exporter.log"))
 	if err != nil {
 		return err
