@@ -84,6 +84,7 @@ func nodeIP(t *testing.T) string {
 // startNode brings the node up and registers its teardown.
 func startNode(t *testing.T) *kubeNode {
 	bins := requireTools(t)
+	holdMachine(t)
 	// unix socket paths are limited to 108 bytes: a short root of its own.
 	dir, err := os.MkdirTemp("", "kge-node-")
 	if err != nil {
@@ -388,4 +389,23 @@ func (n *kubeNode) label(t *testing.T, labels map[string]string) {
 	if _, err := n.c.Client.CoreV1().Nodes().Patch(context.Background(), n.name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// holdMachine waits until no other test process runs a node on this
+// machine, and holds it until the test ends: the kubelet's device-plugin
+// folder and containerd's shim sockets are machine-wide paths, and two
+// nodes at once would take each other's plugins and containers.
+func holdMachine(t *testing.T) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "kube-gpu-exporter-node.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Log("another test runs a node on this machine; waiting for it")
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			f.Close()
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { f.Close() }) // registered first, so it runs after the teardown
 }
