@@ -43,9 +43,13 @@ func attribute(v *View, in Inputs) {
 					if a.Reason == "" {
 						a.Reason = "no_process_data"
 					}
+				case d.UtilReason != "":
+					// MIG instances: processes and their memory, no
+					// per-process utilization.
+					a.Mode, a.Reason = "per_process_memory", d.UtilReason
 				}
 			}
-			if a.Mode == "per_process" {
+			if a.Mode == "per_process" || a.Mode == "per_process_memory" {
 				if reason := split(v, d, idx, in.Owners, lookup); reason != "" {
 					a.Mode, a.Reason = "device", reason
 				}
@@ -94,9 +98,11 @@ func holderOf(v *View, idx []int, res OwnerResult, lookup PodLookup) (holder int
 }
 
 // split gives each holder of a shared device its own processes' numbers. A
-// holder with no process shows 0: it holds a replica and uses nothing. It
-// returns a reason when some process could not be placed, leaving the
-// device-wide numbers in place rather than guessing.
+// holder with no process shows 0: it holds a replica and uses nothing.
+// Without per-process utilization (d.UtilReason) only memory is split and
+// the duty cycle stays the device's. It returns a reason when some process
+// could not be placed, leaving the device-wide numbers in place rather than
+// guessing.
 func split(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, lookup PodLookup) string {
 	duty := make(map[int]float64, len(idx))
 	mem := make(map[int]uint64, len(idx))
@@ -119,8 +125,11 @@ func split(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerResult, l
 	}
 	for _, i := range idx {
 		u := &v.Usage[i]
-		u.DutyCycle, u.HasDutyCycle = min(duty[i], 100), true
 		u.MemoryUsed, u.HasMemory = mem[i], true
+		if d.UtilReason != "" {
+			continue
+		}
+		u.DutyCycle, u.HasDutyCycle = min(duty[i], 100), true
 		if total > 0 {
 			u.Share, u.HasShare = duty[i]/total, true
 		}
@@ -154,6 +163,7 @@ func unattributed(v *View, d *nvml.Reading, idx []int, owners map[uint32]OwnerRe
 			sums[k] = u
 		}
 		u.DutyCycle += p.SMUtil
+		u.HasDutyCycle = d.UtilReason == ""
 		u.MemoryUsed += p.MemoryUsed
 	}
 	out := make([]Unattributed, 0, len(sums))

@@ -105,14 +105,14 @@ func TestAttribution(t *testing.T) {
 			owners: map[uint32]OwnerResult{10: owner("b", "a", "w"), 20: owner("x", "rogue", "main")},
 			specs:  specs, mode: "per_process",
 			want:     []usageNums{{"a", 70, 6 << 30}, {"b", 0, 0}, {"c", 0, 0}},
-			unattrib: []Unattributed{{Namespace: "x", Pod: "rogue", DutyCycle: 10, MemoryUsed: 2 << 30}},
+			unattrib: []Unattributed{{Namespace: "x", Pod: "rogue", DutyCycle: 10, HasDutyCycle: true, MemoryUsed: 2 << 30}},
 		},
 		{
 			name:   "a host process is unattributed without a pod",
 			owners: map[uint32]OwnerResult{10: owner("b", "a", "w"), 20: {Err: cgroup.ErrNotInPod}},
 			specs:  specs, mode: "per_process",
 			want:     []usageNums{{"a", 70, 6 << 30}, {"b", 0, 0}, {"c", 0, 0}},
-			unattrib: []Unattributed{{DutyCycle: 10, MemoryUsed: 2 << 30}},
+			unattrib: []Unattributed{{DutyCycle: 10, HasDutyCycle: true, MemoryUsed: 2 << 30}},
 		},
 		{
 			name:   "unreadable PID: device-wide, not a guess",
@@ -128,6 +128,31 @@ func TestAttribution(t *testing.T) {
 			},
 			owners: map[uint32]OwnerResult{},
 			specs:  specs, mode: "device", reason: "not_supported",
+			want: []usageNums{{"a", 80, 8 << 30}, {"b", 80, 8 << 30}, {"c", 80, 8 << 30}},
+		},
+		{
+			// A time-sliced MIG instance: NVML lists its processes and
+			// their memory, not their utilization.
+			name: "processes without utilization: memory split, duty cycle the device's",
+			dev: func(r nvml.Reading) nvml.Reading {
+				r.UtilReason = "not_supported"
+				r.Processes = []nvml.Process{{PID: 10, MemoryUsed: 6 << 30, HasMemory: true}, {PID: 20, MemoryUsed: 2 << 30, HasMemory: true}}
+				return r
+			},
+			owners: map[uint32]OwnerResult{10: owner("b", "a", "w"), 20: owner("x", "rogue", "main")},
+			specs:  specs, mode: "per_process_memory", reason: "not_supported",
+			want:     []usageNums{{"a", 80, 6 << 30}, {"b", 80, 0}, {"c", 80, 0}},
+			unattrib: []Unattributed{{Namespace: "x", Pod: "rogue", MemoryUsed: 2 << 30}},
+		},
+		{
+			name: "processes without utilization, one unreadable: device-wide",
+			dev: func(r nvml.Reading) nvml.Reading {
+				r.UtilReason = "not_supported"
+				r.Processes = []nvml.Process{{PID: 10, MemoryUsed: 6 << 30, HasMemory: true}, {PID: 20, MemoryUsed: 2 << 30, HasMemory: true}}
+				return r
+			},
+			owners: map[uint32]OwnerResult{10: owner("b", "a", "w"), 20: {Err: errors.New("no such file")}},
+			specs:  specs, mode: "device", reason: "pid_unresolved",
 			want: []usageNums{{"a", 80, 8 << 30}, {"b", 80, 8 << 30}, {"c", 80, 8 << 30}},
 		},
 		{

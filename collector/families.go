@@ -95,7 +95,7 @@ var usageFamilies = []Family[Usage]{
 // attributionFamilies are read for every device some container holds.
 var attributionFamilies = []Family[Attribution]{{
 	Name:   Prefix + "_attribution_info",
-	Help:   "How the container numbers of a device held by containers are obtained: mode exclusive, per_process or device (reason says why per-process data could not be used).",
+	Help:   "How the container numbers of a device held by containers are obtained: mode exclusive, per_process, per_process_memory (memory per process, duty cycle the device's; reason says why) or device (reason says why per-process data could not be used).",
 	Labels: []string{"mode", "reason"},
 	Each:   func(a *Attribution, emit func(float64, ...string)) { emit(1, a.Mode, a.Reason) },
 }}
@@ -106,7 +106,11 @@ var unattributedFamilies = []Family[Unattributed]{
 		Name:   Prefix + "_unattributed_duty_cycle",
 		Help:   "SM utilization (0-100) on the device, averaged over the duty-cycle window, of processes belonging to no container that holds it; namespace and pod name their pod when their cgroup names one.",
 		Labels: []string{"namespace", "pod"},
-		Each:   func(u *Unattributed, emit func(float64, ...string)) { emit(u.DutyCycle, u.Namespace, u.Pod) },
+		Each: func(u *Unattributed, emit func(float64, ...string)) {
+			if u.HasDutyCycle {
+				emit(u.DutyCycle, u.Namespace, u.Pod)
+			}
+		},
 	},
 	{
 		Name:   Prefix + "_unattributed_memory_used_bytes",

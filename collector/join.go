@@ -50,8 +50,11 @@ type Usage struct {
 type Attribution struct {
 	Device *nvml.Reading
 	// Mode is "exclusive" (one holder: device-wide numbers are its own),
-	// "per_process" (shared; each holder's own processes) or "device"
-	// (shared; device-wide numbers for every holder, Reason says why).
+	// "per_process" (shared; each holder's own processes),
+	// "per_process_memory" (shared; each holder's own processes' memory,
+	// the device's duty cycle: Reason says why utilization is missing) or
+	// "device" (shared; device-wide numbers for every holder, Reason says
+	// why).
 	Mode, Reason string
 }
 
@@ -61,8 +64,11 @@ type Attribution struct {
 type Unattributed struct {
 	Device         *nvml.Reading
 	Namespace, Pod string
-	DutyCycle      float64
-	MemoryUsed     uint64
+	// DutyCycle is valid when HasDutyCycle: MIG instances list processes
+	// without their utilization.
+	DutyCycle    float64
+	HasDutyCycle bool
+	MemoryUsed   uint64
 }
 
 // View is the joined, sorted result a scrape turns into metrics.

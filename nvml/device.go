@@ -57,6 +57,11 @@ type Reading struct {
 	// false, ProcessesReason says why (e.g. "not_supported").
 	ProcessesOK     bool
 	ProcessesReason string
+	// UtilReason says why the processes carry no SM utilization (HasUtil
+	// false) when the list itself was read: NVML gives no per-process
+	// utilization on MIG instances ("not_supported"), while their process
+	// list and memory work.
+	UtilReason string
 
 	// Telemetry and Health are read on whole GPUs when the sampler's
 	// Telemetry and Health switches are on.

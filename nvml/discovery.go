@@ -45,7 +45,7 @@ func (s *Sampler) discover() {
 		if prev, ok := old[t.info.UUID]; ok && prev.info.MIGEnabled == t.info.MIGEnabled {
 			gpm := t.gpm
 			t.win, t.useRates, t.noUtil, t.memV1 = prev.win, prev.useRates, prev.noUtil, prev.memV1
-			t.procs, t.lastProcTS, t.procReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.noMPSListed
+			t.procs, t.lastProcTS, t.procReason, t.utilReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.utilReason, prev.noMPSListed
 			if t.tel != nil && prev.tel != nil {
 				// Energy and windows carry over; families that answered
 				// NOT_SUPPORTED are asked again after a rediscovery.

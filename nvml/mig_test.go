@@ -336,3 +336,42 @@ func TestSamplerGPMFailures(t *testing.T) {
 		}
 	})
 }
+
+// NVML lists a MIG instance's processes and their memory but gives no
+// per-process utilization there (nvml.h, nvmlDeviceGetProcessUtilization:
+// "On MIG-enabled GPUs, querying process utilization is not currently
+// supported"). The process list is still served, every poll, and the
+// unsupported call is made once.
+func TestSamplerMIGProcessesWithoutUtilization(t *testing.T) {
+	n := newGPMNode(t, gonvml.DEVICE_ARCH_HOPPER, true, 1)
+	utilCalls := 0
+	inst := n.instances[0]
+	inst.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		return []gonvml.ProcessInfo{{Pid: 7, UsedGpuMemory: 3 << 30}, {Pid: 9, UsedGpuMemory: 1 << 30}}, gonvml.SUCCESS
+	}
+	inst.GetMPSComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) { return nil, gonvml.ERROR_NOT_SUPPORTED }
+	inst.GetProcessUtilizationFunc = func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		utilCalls++
+		return nil, gonvml.ERROR_NOT_SUPPORTED
+	}
+	s := NewSampler(n.srv, Config{Window: time.Minute, Now: n.clock.Now, Processes: true})
+	n.poll(s, 3, 5*time.Second)
+	r := byUUID(s.Snapshot())[migUUID(1)]
+	if !r.ProcessesOK || r.UtilReason != "not_supported" || len(r.Processes) != 2 {
+		t.Fatalf("instance processes ok %v, util reason %q, %d processes; want the list served without utilization", r.ProcessesOK, r.UtilReason, len(r.Processes))
+	}
+	for _, p := range r.Processes {
+		if !p.HasMemory || p.HasUtil {
+			t.Errorf("process %+v: want memory and no utilization", p)
+		}
+	}
+	if r.Processes[0].MemoryUsed != 3<<30 {
+		t.Errorf("PID 7 memory %d", r.Processes[0].MemoryUsed)
+	}
+	if utilCalls != 1 {
+		t.Errorf("GetProcessUtilization called %d times, want once", utilCalls)
+	}
+	if len(s.Errors()) != 0 {
+		t.Errorf("errors counted: %v", s.Errors())
+	}
+}

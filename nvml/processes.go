@@ -1,6 +1,8 @@
 package nvml
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -16,14 +18,14 @@ const valueNotAvailable = ^uint64(0)
 // the two can make the count outgrow the buffer and the reslice panic. Such
 // an answer is counted (reason process_utilization_panic) and the poll goes
 // on without per-process utilization this time.
-func (s *Sampler) processUtilization(d *tracked) (samples []gonvml.ProcessUtilizationSample, ret gonvml.Return) {
+func (s *Sampler) processUtilization(d *tracked) (samples []gonvml.ProcessUtilizationSample, ret gonvml.Return, panicked bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.countError("process_utilization_panic")
-			samples, ret = nil, gonvml.ERROR_UNKNOWN
+			samples, ret, panicked = nil, gonvml.ERROR_UNKNOWN, true
 		}
 	}()
-	return d.h.GetProcessUtilization(d.lastProcTS)
+	samples, ret = d.h.GetProcessUtilization(d.lastProcTS)
+	return samples, ret, false
 }
 
 // pollProcesses lists the device's compute processes (MPS clients included)
@@ -59,16 +61,10 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 		}
 	}
 
-	samples, ret := s.processUtilization(d)
+	samples, ret := s.pollProcessUtil(d, r)
 	switch ret {
-	case gonvml.SUCCESS, gonvml.ERROR_NOT_FOUND:
-	case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_NO_PERMISSION:
-		d.procReason = reason(ret)
-		r.ProcessesReason = d.procReason
-		s.log.Info("per-process utilization unavailable on this device; shared-device numbers stay device-wide", "gpu_id", d.info.UUID, "reason", d.procReason)
-		return ret
+	case gonvml.SUCCESS, gonvml.ERROR_NOT_SUPPORTED:
 	default:
-		s.countError(reason(ret))
 		r.ProcessesReason = reason(ret)
 		return ret
 	}
@@ -93,10 +89,73 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 	for _, smp := range samples {
 		d.lastProcTS = max(d.lastProcTS, smp.TimeStamp)
 	}
+	if ret == gonvml.ERROR_NOT_SUPPORTED {
+		r.Processes = listed(procs)
+		r.ProcessesOK = true
+		return gonvml.SUCCESS
+	}
 
 	if d.procs == nil {
 		d.procs = map[uint32]*window{}
 	}
+	r.Processes = listed(procs)
+	for i := range r.Processes {
+		pid := r.Processes[i].PID
+		w := d.procs[pid]
+		if w == nil {
+			w = &window{}
+			d.procs[pid] = w
+		}
+		var v float64
+		if a, ok := polled[pid]; ok && a.n > 0 {
+			v = a.sum / float64(a.n)
+		}
+		w.add(nowUS, v, cutoff)
+		r.Processes[i].SMUtil, r.Processes[i].HasUtil = w.mean(cutoff)
+	}
+	for pid, w := range d.procs {
+		if _, ok := slices.BinarySearchFunc(r.Processes, pid, func(p Process, pid uint32) int { return cmp.Compare(p.PID, pid) }); !ok {
+			delete(d.procs, pid) // exited: its history goes with it
+			continue
+		}
+		w.trim(cutoff)
+	}
+	r.ProcessesOK = true
+	return gonvml.SUCCESS
+}
+
+// pollProcessUtil reads the device's per-process utilization samples. It
+// returns NOT_SUPPORTED on devices that never give them (MIG instances:
+// nvml.h, "On MIG-enabled GPUs, querying process utilization is not
+// currently supported"), remembered and logged once: their process list is
+// still served, with memory and no utilization. Any other failure is
+// counted and loses this poll's process data.
+func (s *Sampler) pollProcessUtil(d *tracked, r *Reading) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+	if d.utilReason != "" {
+		r.UtilReason = d.utilReason
+		return nil, gonvml.ERROR_NOT_SUPPORTED
+	}
+	samples, ret, panicked := s.processUtilization(d)
+	switch {
+	case panicked:
+		s.countError("process_utilization_panic")
+		return nil, ret
+	case ret == gonvml.SUCCESS, ret == gonvml.ERROR_NOT_FOUND:
+		return samples, gonvml.SUCCESS
+	case ret == gonvml.ERROR_NOT_SUPPORTED, ret == gonvml.ERROR_NO_PERMISSION:
+		d.utilReason = reason(ret)
+		r.UtilReason = d.utilReason
+		s.log.Info("per-process utilization unavailable on this device; its processes' memory is still split, its duty cycle stays device-wide", "gpu_id", d.info.UUID, "reason", d.utilReason)
+		return nil, gonvml.ERROR_NOT_SUPPORTED
+	default:
+		s.countError(reason(ret))
+		return nil, ret
+	}
+}
+
+// listed merges NVML's process entries by PID (a process is listed once per
+// context, and again as an MPS client), sorted by PID.
+func listed(procs []gonvml.ProcessInfo) []Process {
 	running := make(map[uint32]*Process, len(procs))
 	for _, p := range procs {
 		cur, ok := running[p.Pid]
@@ -109,31 +168,10 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 			cur.HasMemory = true
 		}
 	}
-	for pid := range running {
-		w := d.procs[pid]
-		if w == nil {
-			w = &window{}
-			d.procs[pid] = w
-		}
-		var v float64
-		if a, ok := polled[pid]; ok && a.n > 0 {
-			v = a.sum / float64(a.n)
-		}
-		w.add(nowUS, v, cutoff)
+	out := make([]Process, 0, len(running))
+	for _, p := range running {
+		out = append(out, *p)
 	}
-	for pid, w := range d.procs {
-		if _, ok := running[pid]; !ok {
-			delete(d.procs, pid) // exited: its history goes with it
-			continue
-		}
-		w.trim(cutoff)
-	}
-	r.Processes = make([]Process, 0, len(running))
-	for pid, p := range running {
-		p.SMUtil, p.HasUtil = d.procs[pid].mean(cutoff)
-		r.Processes = append(r.Processes, *p)
-	}
-	sort.Slice(r.Processes, func(i, j int) bool { return r.Processes[i].PID < r.Processes[j].PID })
-	r.ProcessesOK = true
-	return gonvml.SUCCESS
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
 }

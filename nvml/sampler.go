@@ -86,6 +86,7 @@ type tracked struct {
 	procs       map[uint32]*window // per-PID SM utilization, one point per poll
 	lastProcTS  uint64             // newest process-utilization sample seen
 	procReason  string             // why per-process data is unavailable, once known
+	utilReason  string             // why per-process utilization is, when the process list is not
 	noMPSListed bool               // GetMPSComputeRunningProcesses unsupported
 
 	// Whole GPUs: telemetry and health state; nil on MIG instances.

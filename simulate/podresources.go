@@ -10,21 +10,24 @@ import (
 
 // deviceID turns a scenario device entry into the ID the device plugin
 // would give the kubelet: MIG instances by their UUID, under their profile's
-// resource (mixed strategy) or nvidia.com/gpu (single strategy) alike.
+// resource (mixed strategy) or nvidia.com/gpu (single strategy) alike, and a
+// replica of a time-sliced GPU or instance as "<uuid>::<n>".
 func deviceID(d string) string {
 	ref, _ := ParseDevice(d)
+	id := UUID(ref.GPU)
 	if ref.MIG >= 0 {
-		return MIGUUID(ref.GPU, ref.MIG)
+		id = MIGUUID(ref.GPU, ref.MIG)
 	}
 	if ref.Replica >= 0 {
-		return fmt.Sprintf("%s::%d", UUID(ref.GPU), ref.Replica)
+		return fmt.Sprintf("%s::%d", id, ref.Replica)
 	}
-	return UUID(ref.GPU)
+	return id
 }
 
 func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *podresourcesv1.AllocatableResourcesResponse) {
 	list := &podresourcesv1.ListPodResourcesResponse{}
 	replicated := map[int]bool{}
+	migReplicas := map[[2]int]int{} // MIG instance -> replicas handed out
 	for _, p := range n.scenario.Pods {
 		pr := &podresourcesv1.PodResources{Namespace: p.Namespace, Name: p.Name}
 		for _, c := range p.Containers {
@@ -35,7 +38,11 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 				ids := make([]string, len(c.Devices))
 				for k, d := range c.Devices {
 					ids[k] = deviceID(d)
-					if ref, _ := ParseDevice(d); ref.Replica >= 0 {
+					switch ref, _ := ParseDevice(d); {
+					case ref.Replica >= 0 && ref.MIG >= 0:
+						k := [2]int{ref.GPU, ref.MIG}
+						migReplicas[k] = max(migReplicas[k], ref.Replica+1)
+					case ref.Replica >= 0:
 						replicated[ref.GPU] = true
 					}
 				}
@@ -63,7 +70,8 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 	}
 	// Without an explicit list, every GPU neither shared nor MIG-enabled is
 	// offered whole, and MIG instances under their profile's resource (the
-	// device plugin's mixed strategy).
+	// device plugin's mixed strategy), time-sliced ones as the replicas the
+	// pods hold.
 	var ids []string
 	migIDs := map[string][]string{}
 	dra := map[string]bool{} // published by the DRA driver, not the device plugin
@@ -75,8 +83,15 @@ func (n *Node) buildPodResources() (*podresourcesv1.ListPodResourcesResponse, *p
 	for i := 0; i < n.scenario.GPUs; i++ {
 		if profiles, ok := n.scenario.MIG[i]; ok {
 			for j, p := range profiles {
-				if !dra[fmt.Sprintf("%d/%d", i, j)] {
-					migIDs["nvidia.com/mig-"+p] = append(migIDs["nvidia.com/mig-"+p], MIGUUID(i, j))
+				res := "nvidia.com/mig-" + p
+				switch n := migReplicas[[2]int{i, j}]; {
+				case dra[fmt.Sprintf("%d/%d", i, j)]:
+				case n > 0: // time-sliced: the plugin offers each replica
+					for r := range n {
+						migIDs[res] = append(migIDs[res], fmt.Sprintf("%s::%d", MIGUUID(i, j), r))
+					}
+				default:
+					migIDs[res] = append(migIDs[res], MIGUUID(i, j))
 				}
 			}
 			continue

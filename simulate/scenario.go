@@ -158,19 +158,26 @@ func Parse(data []byte) (*Scenario, error) {
 
 // DeviceRef is a parsed "3", "6::1" or "2/0" device entry.
 type DeviceRef struct {
-	GPU, Replica int // Replica is -1 unless a replica of a shared GPU
+	GPU, Replica int // Replica is -1 unless a replica of a shared GPU or MIG instance
 	MIG          int // MIG instance of the GPU, -1 for a whole GPU
 }
 
 // ParseDevice parses a scenario device entry.
 func ParseDevice(s string) (DeviceRef, error) {
 	if idx, inst, ok := strings.Cut(s, "/"); ok {
+		inst, rep, shared := strings.Cut(inst, "::")
 		g, err1 := strconv.Atoi(idx)
 		j, err2 := strconv.Atoi(inst)
 		if err1 != nil || err2 != nil || g < 0 || j < 0 {
-			return DeviceRef{}, fmt.Errorf("device %q: a MIG instance is \"<gpu>/<instance>\", such as \"2/0\"", s)
+			return DeviceRef{}, fmt.Errorf("device %q: a MIG instance is \"<gpu>/<instance>\", such as \"2/0\", or a replica of one such as \"2/0::1\"", s)
 		}
-		return DeviceRef{GPU: g, Replica: -1, MIG: j}, nil
+		r := -1
+		if shared {
+			if r, err1 = strconv.Atoi(rep); err1 != nil || r < 0 {
+				return DeviceRef{}, fmt.Errorf("device %q: replica must be a non-negative number", s)
+			}
+		}
+		return DeviceRef{GPU: g, Replica: r, MIG: j}, nil
 	}
 	idx, rep, shared := strings.Cut(s, "::")
 	g, err := strconv.Atoi(idx)

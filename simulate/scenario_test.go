@@ -155,20 +155,24 @@ func TestMIGScenario(t *testing.T) {
 	for _, d := range smp.Snapshot().Devices {
 		byID[d.UUID] = d
 	}
-	if len(byID) != 4+7 {
-		t.Fatalf("%d devices, want 4 GPUs and 7 MIG instances", len(byID))
+	if len(byID) != 4+6 {
+		t.Fatalf("%d devices, want 4 GPUs and 6 MIG instances", len(byID))
 	}
 	parent := byID[UUID(0)]
 	if !parent.MIGEnabled || parent.HasDutyCycle {
 		t.Errorf("GPU 0 = %+v; want MIG-enabled without a duty cycle", parent)
 	}
 	var used uint64
-	for j := 0; j < 7; j++ {
+	for j := 0; j < 6; j++ {
 		d, ok := byID[MIGUUID(0, j)]
 		if !ok {
 			t.Fatalf("instance 0/%d missing", j)
 		}
-		if d.ParentUUID != UUID(0) || d.Profile != "1g.10gb" || d.GPUInstance != MIGInstanceID(j) || d.ComputeInstance != 0 || d.MemoryTotal != 10<<30 {
+		profile, total := "1g.10gb", uint64(10<<30)
+		if j == 5 {
+			profile, total = "2g.20gb", 20<<30
+		}
+		if d.ParentUUID != UUID(0) || d.Profile != profile || d.GPUInstance != MIGInstanceID(j) || d.ComputeInstance != 0 || d.MemoryTotal != total {
 			t.Errorf("instance 0/%d = %+v", j, d.DeviceInfo)
 		}
 		if d.MemoryUsed != n.InstanceMemoryUsed(0, j) {
@@ -197,8 +201,8 @@ func TestMIGScenario(t *testing.T) {
 	for _, d := range alloc.GetDevices() {
 		got[d.GetResourceName()] = len(d.GetDeviceIds())
 	}
-	if got["nvidia.com/gpu"] != 3 || got["nvidia.com/mig-1g.10gb"] != 7 {
-		t.Errorf("allocatable = %v, want 3 whole GPUs and 7 instances", got)
+	if got["nvidia.com/gpu"] != 3 || got["nvidia.com/mig-1g.10gb"] != 5 || got["nvidia.com/mig-2g.20gb"] != 2 {
+		t.Errorf("allocatable = %v, want 3 whole GPUs, 5 instances and 2 replicas of one", got)
 	}
 }
 

@@ -49,7 +49,7 @@ func scenarioGolden(t *testing.T, scenario, golden, ready string, args ...string
 func TestScenarioMIGNode(t *testing.T) {
 	raw := scenarioGolden(t, "mig-node.yaml", "e2e-mig-node.txt", `nodeGpuDutyCycle{gpu_id="MIG-`)
 	// Every MIG instance has its own GPM duty cycle; the MIG-enabled GPU has none.
-	for j := 0; j < 7; j++ {
+	for j := 0; j < 6; j++ {
 		id := fmt.Sprintf("MIG-00000000-0000-4000-9000-%012d", j)
 		if !regexp.MustCompile(`nodeGpuDutyCycle\{gpu_id="` + id + `"`).MatchString(raw) {
 			t.Errorf("instance %s has no duty cycle", id)
@@ -57,6 +57,18 @@ func TestScenarioMIGNode(t *testing.T) {
 	}
 	if strings.Contains(raw, `nodeGpuDutyCycle{gpu_id="GPU-00000000-0000-4000-8000-000000000000"`) {
 		t.Error("the MIG-enabled GPU has a duty cycle")
+	}
+	// The time-sliced instance: NVML gives its processes' memory, not
+	// their utilization, so each notebook has its own memory.
+	shared := `gpu_id="MIG-00000000-0000-4000-9000-000000000005",gpu_model="NVIDIA H100 80GB HBM3",gpu_vendor="nvidia"`
+	for _, want := range []string{
+		`kube_gpu_attribution_info{` + shared + `,mode="per_process_memory",node="mig-node",reason="not_supported"} 1`,
+		`containerGpumemoryUsedBytes{container="notebook",` + shared + `,namespace="notebooks",node="mig-node",pod="dave"} 2.147483648e+09`,
+		`containerGpumemoryUsedBytes{container="notebook",` + shared + `,namespace="notebooks",node="mig-node",pod="erin"} 4.294967296e+09`,
+	} {
+		if !strings.Contains(raw, want+"\n") {
+			t.Errorf("missing %s", want)
+		}
 	}
 }
 
