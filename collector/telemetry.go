@@ -113,8 +113,10 @@ var telemetryFamilies = []Family[nvml.Reading]{
 	},
 }
 
-// recoveryActions are NVML's gpuRecoveryAction values by number.
-var recoveryActions = []string{"none", "gpu_reset", "node_reboot", "drain_p2p", "drain_and_reset"}
+// recoveryActions are NVML's nvmlDeviceGpuRecoveryAction_t values by
+// number (nvml.h: 5 since CUDA 12.9, R575; 6 and 7 since CUDA 13.3); a value
+// newer than this list is "other".
+var recoveryActions = []string{"none", "gpu_reset", "node_reboot", "drain_p2p", "drain_and_reset", "recover_imex_domain", "bus_reset", "system_reboot"}
 
 // healthFamilies are a whole GPU's memory error and recovery state
 // (--collector.health).
@@ -167,7 +169,7 @@ var healthFamilies = []Family[nvml.Reading]{
 	},
 	{
 		Name:   Prefix + "_recovery_action",
-		Help:   "1 for the recovery action the driver asks for (field FI_DEV_GET_GPU_RECOVERY_ACTION): none, gpu_reset, node_reboot, drain_p2p or drain_and_reset.",
+		Help:   "1 for the recovery action the driver asks for (field FI_DEV_GET_GPU_RECOVERY_ACTION, R570 and newer): none, gpu_reset, node_reboot, drain_p2p, drain_and_reset, recover_imex_domain, bus_reset, system_reboot, or other for a value newer than the exporter.",
 		Labels: []string{"action"},
 		Each: func(d *nvml.Reading, emit func(float64, ...string)) {
 			if v := d.Health.RecoveryAction; v.OK {

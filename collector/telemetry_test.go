@@ -280,3 +280,16 @@ func TestProfilingSharedAddsUpToDevice(t *testing.T) {
 		t.Errorf("exclusive dram_active = %v (%v), want the device's 0.2", got, ok)
 	}
 }
+
+// Every value of nvml.h's nvmlDeviceGpuRecoveryAction_t has its name; a
+// value newer than the exporter is "other", never dropped.
+func TestRecoveryActionNames(t *testing.T) {
+	for v, want := range map[float64]string{
+		0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p", 4: "drain_and_reset",
+		5: "recover_imex_domain", 6: "bus_reset", 7: "system_reboot", 8: "other", 1.5: "other", -1: "other",
+	} {
+		if got := recoveryActionName(v); got != want {
+			t.Errorf("action %v = %q, want %q", v, got, want)
+		}
+	}
+}

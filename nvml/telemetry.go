@@ -112,6 +112,7 @@ var FamilyNames = []string{
 // telemetryState is the loop-owned state of one GPU's telemetry.
 type telemetryState struct {
 	supported              uint32 // Family bits not yet answered NOT_SUPPORTED
+	answered               uint32 // Family bits whose field answered once
 	energyBase, lastEnergy uint64 // mJ: counter restarts folded into base
 	energyStarted          bool
 	maxSM, maxMem          Value
@@ -139,6 +140,25 @@ func (s *Sampler) check(t *telemetryState, f uint32, ret gonvml.Return) (ok, los
 		s.countError(reason(ret))
 	}
 	return false, false
+}
+
+// checkField records the return of one field of a GetFieldValues call for
+// family bit f. A driver older than a field answers its ID with an error of
+// its own choosing (nvml.h names none), so until the family's field has
+// answered once, any error but a lost GPU means this driver does not have
+// it: the family is off until rediscovery, and nothing is counted. Once it
+// has answered, errors are counted as any call's.
+func (s *Sampler) checkField(t *telemetryState, f uint32, ret gonvml.Return) bool {
+	switch {
+	case ret == gonvml.SUCCESS:
+		t.answered |= f
+		return true
+	case t.answered&f == 0 && ret != gonvml.ERROR_GPU_IS_LOST:
+		t.supported &^= f
+		return false
+	}
+	ok, _ := s.check(t, f, ret)
+	return ok
 }
 
 // on reports whether family f is wanted and not known unsupported.

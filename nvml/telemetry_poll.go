@@ -157,11 +157,11 @@ func (s *Sampler) pollFields(d *tracked, r *Reading) (lost bool) {
 		v, vok := decodeValue(gonvml.ValueType(f.ValueType), f.Value)
 		switch f.FieldId {
 		case gonvml.FI_DEV_MEMORY_TEMP:
-			if ok, _ := s.check(t, FamilyMemoryTemperature, fret); ok && vok && wantTemp {
+			if s.checkField(t, FamilyMemoryTemperature, fret) && vok && wantTemp {
 				r.Telemetry.TempMemory = val(v)
 			}
 		case gonvml.FI_DEV_GET_GPU_RECOVERY_ACTION:
-			if ok, _ := s.check(t, FamilyRecoveryAction, fret); ok && vok && wantRecovery {
+			if s.checkField(t, FamilyRecoveryAction, fret) && vok && wantRecovery {
 				r.Health.RecoveryAction = val(v)
 			}
 		default:

@@ -130,3 +130,41 @@ func TestXidOnMIGInstance(t *testing.T) {
 		t.Errorf("event after Close: %v", ret)
 	}
 }
+
+// A node on an older driver branch serves no family whose NVML field the
+// branch lacks, and counts nothing for it.
+func TestDriverBranch(t *testing.T) {
+	for branch, want := range map[string][2]bool{"R550": {false, false}, "R570": {true, false}, "R580": {true, true}, "": {true, true}} {
+		s, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\ndriver: " + branch + "\ngpuState:\n  0: {clockEvents: [sw_thermal_slowdown]}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Unix(1_800_000_000, 0)
+		n, err := Start(s, func() time.Time { return at })
+		if err != nil {
+			t.Fatal(err)
+		}
+		smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Now: func() time.Time { return at }, Telemetry: true, Health: true})
+		smp.Poll()
+		at = at.Add(5 * time.Second)
+		smp.Poll()
+		r := smp.Snapshot().Devices[0]
+		thermal := false // the R580 field; power-cap time is older
+		for i, cr := range nvml.ClockEventReasons {
+			if cr.Field == gonvml.FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN && r.Telemetry.ClockEventSeconds != nil {
+				thermal = r.Telemetry.ClockEventSeconds[i].OK
+			}
+		}
+		got := [2]bool{r.Health.RecoveryAction.OK, thermal}
+		if got != want {
+			t.Errorf("driver %q: recovery action, thermal slowdown time = %v, want %v", branch, got, want)
+		}
+		if len(smp.Errors()) != 0 {
+			t.Errorf("driver %q: errors %v", branch, smp.Errors())
+		}
+		n.Close()
+	}
+	if _, err := Parse([]byte("gpus: 1\ndriver: R470\n")); err == nil {
+		t.Error("accepted driver R470")
+	}
+}

@@ -56,7 +56,14 @@ type Scenario struct {
 	// (power, temperatures, clocks, throttling, memory errors, Xid
 	// events): GPU index -> its state. GPUs left out report a healthy GPU.
 	GPUState map[int]GPUState `yaml:"gpuState"`
+	// Driver is the driver branch the node runs, "R535", "R550", "R570" or
+	// "R580" (default: the newest): NVML fields newer than it answer as an
+	// older driver answers a field ID it does not know.
+	Driver string `yaml:"driver"`
 }
+
+// driverBranches are the branches a scenario may name.
+var driverBranches = map[string]int{"R535": 535, "R550": 550, "R570": 570, "R580": 580}
 
 // DRA is the node's DRA driver and the devices it publishes.
 type DRA struct {
@@ -203,6 +210,9 @@ func (s *Scenario) validate() error {
 	}
 	if s.GPUs < 0 || s.GPUs > 64 {
 		bad("gpus", "%d is out of range 0-64", s.GPUs)
+	}
+	if _, ok := driverBranches[s.Driver]; s.Driver != "" && !ok {
+		bad("driver", "unknown driver branch %q (known: R535, R550, R570, R580)", s.Driver)
 	}
 	m := resource.MustMatcher(resource.DefaultAll...)
 	s.validateMIG(bad)

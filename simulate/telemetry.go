@@ -160,6 +160,7 @@ func (g *gpuSim) profile() nvmltest.Profile {
 		RemappedRows:         &[2]int{},
 		RecoveryAction:       nvmltest.U32(0), // none
 		Events:               gonvml.EventTypeXidCriticalError | gonvml.EventTypeDoubleBitEccError,
+		Driver:               driverBranches[g.n.scenario.Driver],
 	}
 	st := g.st
 	if g.idle() {
@@ -201,11 +202,15 @@ func (n *Node) applyTelemetry(dev *server.Device, i int) {
 	nvmltest.Apply(&dev.Device, g.profile())
 	static := dev.GetFieldValuesFunc
 	active := g.clockEvents()
+	driver := driverBranches[n.scenario.Driver]
 	dev.GetFieldValuesFunc = func(v []gonvml.FieldValue) gonvml.Return {
 		ret := static(v)
 		now := n.now()
 		for k := range v {
 			f := &v[k]
+			if !nvmltest.Knows(driver, f.FieldId) {
+				continue // answered as this driver answers an unknown field
+			}
 			switch {
 			case f.FieldId == gonvml.FI_DEV_MEMORY_TEMP:
 				nvmltest.PutU64(f, uint64(g.memTempC(now)))

@@ -40,6 +40,10 @@ type Profile struct {
 	RecoveryAction *uint32
 	// Events is the supported event mask; 0: no events.
 	Events uint64
+	// Driver is the driver branch answering, such as 550; 0 is the newest.
+	// Fields newer than the branch answer as an older driver answers a
+	// field ID it does not know (see FieldSince).
+	Driver int
 	// Calls, when set, counts every call Apply's functions answer, so a
 	// benchmark can tell NVML calls per device and poll.
 	Calls *atomic.Uint64
@@ -209,11 +213,38 @@ func Apply(d *mock.Device, p Profile) {
 	}
 }
 
+// FieldSince is the first driver branch whose NVML knows a field ID the
+// sampler reads: the field's first nvml.h (go-nvml's header history) is the
+// one of CUDA 12.8 (R570) for the recovery action and CUDA 13.0 (R580) for
+// the thermal and power-brake clock event times. Fields not listed are
+// older than R535.
+var FieldSince = map[uint32]int{
+	gonvml.FI_DEV_GET_GPU_RECOVERY_ACTION:                     570,
+	gonvml.FI_DEV_CLOCKS_EVENT_REASON_SW_THERM_SLOWDOWN:       580,
+	gonvml.FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN:       580,
+	gonvml.FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN: 580,
+}
+
+// UnknownField is how a driver answers a field ID newer than itself. The
+// header does not say; INVALID_ARGUMENT is what an NVML bounded by its own
+// NVML_FI_MAX gives, and the sampler must take any error the same way.
+const UnknownField = gonvml.ERROR_INVALID_ARGUMENT
+
+// Knows reports whether driver branch driver (0: the newest) has field id.
+func Knows(driver int, id uint32) bool {
+	since, ok := FieldSince[id]
+	return !ok || driver == 0 || driver >= since
+}
+
 // fields answers a GetFieldValues call from p.
 func fields(p Profile, v []gonvml.FieldValue) {
 	for i := range v {
 		f := &v[i]
 		f.NvmlReturn = uint32(unsupported)
+		if !Knows(p.Driver, f.FieldId) {
+			f.NvmlReturn = uint32(UnknownField)
+			continue
+		}
 		switch f.FieldId {
 		case gonvml.FI_DEV_MEMORY_TEMP:
 			if p.TempMemory != nil {
