@@ -49,36 +49,55 @@ type eventKey struct {
 	gi, ci uint32 // 0xFFFFFFFF when the event names no instance
 }
 
-// events owns the NVML event set. The polling loop registers devices; one
-// goroutine waits for events and counts them; each poll copies the counts
-// into the snapshot.
+// events owns the NVML event sets. The polling loop creates them and
+// registers devices; one goroutine waits on the newest and counts events;
+// each poll copies the counts into the snapshot.
+//
+// NVML cannot take a device out of a set, and a set holding a lost GPU
+// answers every wait with GPU_IS_LOST, hiding every other GPU's events. So
+// when a GPU is lost the polling loop builds a new set of the GPUs left and
+// hands it to the goroutine, which frees the old one between two waits (it
+// is the only one that waits on it). A GPU back after a reset is registered
+// in the set of the day, as a new one is.
 type events struct {
-	set        gonvml.EventSet
-	registered map[string]bool // GPU UUIDs whose events are registered
-	failed     bool            // the event set could not be created
+	set        gonvml.EventSet // the newest set, the one devices go into
+	registered map[string]bool // GPU UUIDs whose events are registered in set
+	failed     bool            // no event set could be created
+	rebuild    bool            // a registered GPU was lost: build a new set
+	running    bool            // the goroutine waits: new sets go through next
+	next       chan gonvml.EventSet
 
 	mu     sync.Mutex
 	counts map[eventKey]map[uint64]uint64
 	last   map[eventKey]time.Time
 }
 
-// registerEvents creates the event set on first use and registers the
-// critical events every whole GPU supports.
+// registerEvents creates the event set on first use, builds a new one after
+// a registered GPU was lost, and registers the critical events every whole
+// GPU supports.
 func (s *Sampler) registerEvents() {
 	e := &s.events
 	if e.failed {
 		return
 	}
-	if e.set == nil {
+	if e.set == nil || e.rebuild {
 		set, ret := s.lib.EventSetCreate()
 		if ret != gonvml.SUCCESS {
 			s.countError("event_set")
+			if e.set != nil {
+				return // keep the old set; try again at the next poll
+			}
 			s.log.Warn("NVML event set unavailable: no Xid counts", "err", reason(ret))
 			e.failed = true
 			return
 		}
-		e.set, e.registered = set, map[string]bool{}
-		e.counts, e.last = map[eventKey]map[uint64]uint64{}, map[eventKey]time.Time{}
+		if e.set == nil {
+			e.counts, e.last = map[eventKey]map[uint64]uint64{}, map[eventKey]time.Time{}
+			e.next = make(chan gonvml.EventSet, 1)
+		} else {
+			s.handOver(set)
+		}
+		e.set, e.registered, e.rebuild = set, map[string]bool{}, false
 	}
 	for _, d := range s.devices {
 		if d.info.IsMIG() || e.registered[d.info.UUID] || d.tel == nil {
@@ -101,19 +120,52 @@ func (s *Sampler) registerEvents() {
 	}
 }
 
-// waitEvents counts events until ctx ends. It is the only goroutine that
-// waits on the set; the set is freed by Run after it returns.
-func (s *Sampler) waitEvents(ctx context.Context) {
+// handOver gives the goroutine a new set to wait on in place of e.set. One
+// handed over before and not yet taken was never waited on: it is freed
+// here.
+func (s *Sampler) handOver(set gonvml.EventSet) {
 	e := &s.events
+	if !e.running {
+		_ = s.lib.EventSetFree(e.set) // nothing waits on it yet
+		return
+	}
+	select {
+	case stale := <-e.next:
+		_ = s.lib.EventSetFree(stale)
+	default:
+	}
+	e.next <- set
+}
+
+// waitEvents counts events until ctx ends, waiting on set and then on each
+// set handed over, and frees the sets it waited on when it returns: it is
+// the only goroutine that waits on them.
+func (s *Sampler) waitEvents(ctx context.Context, set gonvml.EventSet) {
+	e := &s.events
+	defer func() {
+		select {
+		case pending := <-e.next:
+			_ = s.lib.EventSetFree(pending)
+		default:
+		}
+		// Nothing is left to do with a set that fails to free at shutdown.
+		_ = s.lib.EventSetFree(set)
+	}()
 	for ctx.Err() == nil {
-		data, ret := s.lib.EventSetWait(e.set, uint32(eventWait/time.Millisecond))
+		select {
+		case newer := <-e.next:
+			_ = s.lib.EventSetFree(set)
+			set = newer
+		default:
+		}
+		data, ret := s.lib.EventSetWait(set, uint32(eventWait/time.Millisecond))
 		switch ret {
 		case gonvml.SUCCESS:
 			s.countEvent(data)
 		case gonvml.ERROR_TIMEOUT:
 		case gonvml.ERROR_GPU_IS_LOST:
-			// The poll loop drops the GPU and counts it; the set answers
-			// so at once while the lost GPU is in it.
+			// The poll loop drops the GPU, counts it and builds a set
+			// without it; until then this set answers so at once.
 			pause(ctx, lostBackoff)
 		default:
 			s.countError("event_wait")
@@ -193,13 +245,4 @@ func eventMatches(k eventKey, info *DeviceInfo) bool {
 	}
 	return k.gpu == info.ParentUUID && k.gi != noInstance && int(k.gi) == info.GPUInstance &&
 		(k.ci == noInstance || int(k.ci) == info.ComputeInstance)
-}
-
-// freeEvents releases the event set once waitEvents has returned.
-func (s *Sampler) freeEvents() {
-	if s.events.set != nil {
-		// Nothing is left to do with a set that fails to free at shutdown.
-		_ = s.lib.EventSetFree(s.events.set)
-		s.events.set = nil
-	}
 }

@@ -210,8 +210,7 @@ func (s *Sampler) Run(ctx context.Context) {
 	var eventsDone chan struct{}
 	defer func() {
 		if eventsDone != nil {
-			<-eventsDone // the set is freed only when no one waits on it
-			s.freeEvents()
+			<-eventsDone // it frees the sets: NVML shuts down after
 		}
 		if s.inited {
 			for _, d := range s.devices {
@@ -226,7 +225,9 @@ func (s *Sampler) Run(ctx context.Context) {
 	for {
 		if eventsDone == nil && s.events.set != nil {
 			eventsDone = make(chan struct{})
-			go func() { defer close(eventsDone); s.waitEvents(ctx) }()
+			s.events.running = true
+			set := s.events.set
+			go func() { defer close(eventsDone); s.waitEvents(ctx, set) }()
 		}
 		wait := s.cfg.Interval
 		if !s.inited {
@@ -270,12 +271,18 @@ func (s *Sampler) Poll() {
 				s.lost = map[string]DeviceInfo{}
 			}
 			s.lost[d.info.UUID] = d.info
+			if s.events.registered[d.info.UUID] {
+				s.events.rebuild = true // its set would answer GPU_IS_LOST
+			}
 			continue
 		}
 		live = append(live, d)
 		readings = append(readings, r)
 	}
 	s.devices = live
+	if s.events.rebuild {
+		s.registerEvents()
+	}
 	end := s.cfg.Now()
 	snap := &Snapshot{Up: true, Devices: readings, Taken: end, PollDuration: end.Sub(start), Lost: s.lostList()}
 	s.snap.Store(snap)

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
@@ -268,82 +267,6 @@ func PutU64(f *gonvml.FieldValue, v uint64) {
 	f.NvmlReturn = uint32(gonvml.SUCCESS)
 	f.ValueType = uint32(gonvml.VALUE_TYPE_UNSIGNED_LONG_LONG)
 	binary.NativeEndian.PutUint64(f.Value[:], v)
-}
-
-// Events is a mock event set: Inject queues an event that the next wait
-// returns; waits time out when none is queued.
-type Events struct {
-	mu     sync.Mutex
-	queue  []gonvml.EventData
-	waits  int
-	freed  bool
-	waitFn func() gonvml.Return
-}
-
-// FailWaits makes every later wait return ret.
-func (e *Events) FailWaits(ret gonvml.Return) {
-	e.mu.Lock()
-	e.waitFn = func() gonvml.Return { return ret }
-	e.mu.Unlock()
-}
-
-// Waits returns how many times EventSetWait was called.
-func (e *Events) Waits() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.waits
-}
-
-// Pending returns how many injected events no wait has returned yet.
-func (e *Events) Pending() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.queue)
-}
-
-// Freed reports whether the event set was freed.
-func (e *Events) Freed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.freed
-}
-
-// Inject queues an Xid event on dev (a GPU, gi/ci 0xFFFFFFFF) or one of its
-// MIG instances.
-func (e *Events) Inject(dev gonvml.Device, xid uint64, gi, ci uint32) {
-	e.mu.Lock()
-	e.queue = append(e.queue, gonvml.EventData{Device: dev, EventType: gonvml.EventTypeXidCriticalError, EventData: xid, GpuInstanceId: gi, ComputeInstanceId: ci})
-	e.mu.Unlock()
-}
-
-// Install makes lib's event calls use e.
-func (e *Events) Install(lib *mock.Interface) {
-	set := &mock.EventSet{}
-	lib.EventSetCreateFunc = func() (gonvml.EventSet, gonvml.Return) { return set, gonvml.SUCCESS }
-	lib.EventSetFreeFunc = func(gonvml.EventSet) gonvml.Return {
-		e.mu.Lock()
-		e.freed = true
-		e.mu.Unlock()
-		return gonvml.SUCCESS
-	}
-	lib.EventSetWaitFunc = func(_ gonvml.EventSet, timeoutms uint32) (gonvml.EventData, gonvml.Return) {
-		e.mu.Lock()
-		e.waits++
-		if e.waitFn != nil {
-			fn := e.waitFn
-			e.mu.Unlock()
-			return gonvml.EventData{}, fn()
-		}
-		if len(e.queue) > 0 {
-			ev := e.queue[0]
-			e.queue = e.queue[1:]
-			e.mu.Unlock()
-			return ev, gonvml.SUCCESS
-		}
-		e.mu.Unlock()
-		time.Sleep(time.Duration(min(timeoutms, 20)) * time.Millisecond)
-		return gonvml.EventData{}, gonvml.ERROR_TIMEOUT
-	}
 }
 
 // NoEvents makes lib's event set creation fail as on a driver without it.
