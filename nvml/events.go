@@ -112,7 +112,11 @@ func (s *Sampler) registerEvents() {
 			e.registered[d.info.UUID] = true // not asked again
 			continue
 		}
-		if ret := d.h.RegisterEvents(mask, e.set); ret != gonvml.SUCCESS {
+		switch ret := d.h.RegisterEvents(mask, e.set); ret {
+		case gonvml.SUCCESS:
+		case gonvml.ERROR_GPU_IS_LOST:
+			continue // the poll drops it; registered when it is back
+		default:
 			s.countError("event_register")
 			d.tel.supported &^= FamilyXid
 		}
