@@ -367,6 +367,32 @@ func TestHelmKubernetesAPIDisabled(t *testing.T) {
 	}
 }
 
+// migMonitor.enabled=true asks the NVIDIA container toolkit for MIG-monitor
+// privilege: the environment variable and the one capability it requires,
+// nothing else loosened.
+func TestHelmMIGMonitor(t *testing.T) {
+	def := exporterContainer(t, only[*appsv1.DaemonSet](t, helmTemplate(t)))
+	c := exporterContainer(t, only[*appsv1.DaemonSet](t, helmTemplate(t, "--set", "migMonitor.enabled=true")))
+	env := func(c corev1.Container) string {
+		for _, e := range c.Env {
+			if e.Name == "NVIDIA_MIG_MONITOR_DEVICES" {
+				return e.Value
+			}
+		}
+		return ""
+	}
+	if env(def) != "" || env(c) != "all" {
+		t.Errorf("NVIDIA_MIG_MONITOR_DEVICES = %q by default, %q enabled; want unset and all", env(def), env(c))
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"SYS_ADMIN"}) || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("capabilities = %+v, want drop ALL, add SYS_ADMIN", sc)
+	}
+	if *sc.Privileged || *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("securityContext loosened beyond the capability: %+v", sc)
+	}
+}
+
 // hostNetwork=true puts the pod on the node's network and keeps cluster DNS.
 func TestHelmHostNetwork(t *testing.T) {
 	pod := only[*appsv1.DaemonSet](t, helmTemplate(t, "--set", "hostNetwork=true")).Spec.Template.Spec

@@ -44,7 +44,7 @@ func (s *Sampler) discover() {
 		// source is not the same.
 		if prev, ok := old[t.info.UUID]; ok && prev.info.MIGEnabled == t.info.MIGEnabled {
 			gpm := t.gpm
-			t.win, t.useRates, t.noUtil, t.memV1 = prev.win, prev.useRates, prev.noUtil, prev.memV1
+			t.win, t.useRates, t.noUtil, t.memV1, t.memDerived = prev.win, prev.useRates, prev.noUtil, prev.memV1, prev.memDerived
 			t.procs, t.lastProcTS, t.procReason, t.utilReason, t.noMPSListed = prev.procs, prev.lastProcTS, prev.procReason, prev.utilReason, prev.noMPSListed
 			if t.tel != nil && prev.tel != nil {
 				// Energy and windows carry over; families that answered

@@ -375,3 +375,31 @@ func TestSamplerMIGProcessesWithoutUtilization(t *testing.T) {
 		t.Errorf("errors counted: %v", s.Errors())
 	}
 }
+
+// Without MIG-monitor privilege NVML withholds a MIG-enabled GPU's own
+// memory (nvml.h, nvmlDeviceGetMemoryInfo: aggregate information "only if
+// the caller has appropriate privileges"). The GPU then serves its
+// instances' sum; the refusal is asked and counted once, not every poll.
+func TestSamplerMIGParentMemoryWithoutPrivilege(t *testing.T) {
+	n := newGPMNode(t, gonvml.DEVICE_ARCH_HOPPER, true, 1, 2)
+	n.used[1], n.used[2] = 2<<30, 3<<30
+	calls := 0
+	parent := n.dev(0)
+	parent.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) {
+		calls++
+		return gonvml.Memory_v2{}, gonvml.ERROR_NO_PERMISSION
+	}
+	parent.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) {
+		calls++
+		return gonvml.Memory{}, gonvml.ERROR_NO_PERMISSION
+	}
+	s := n.sampler(time.Minute)
+	n.poll(s, 4, 5*time.Second)
+	r := byUUID(s.Snapshot())[parent.UUID]
+	if !r.HasMemory || r.MemoryUsed != 5<<30 || r.MemoryTotal != 20<<30 {
+		t.Errorf("MIG-enabled GPU memory %d of %d (%v); want its instances' 5 GiB of 20 GiB", r.MemoryUsed, r.MemoryTotal, r.HasMemory)
+	}
+	if calls != 1 || s.Errors()["no_permission"] != 1 {
+		t.Errorf("memory asked %d times, no_permission counted %d times; want once each", calls, s.Errors()["no_permission"])
+	}
+}

@@ -35,6 +35,9 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 	if d.info.IsMIG() && s.cfg.Events && s.events.set != nil {
 		r.Xid, r.LastXid = s.xidOf(&d.info) // events naming the instance
 	}
+	if d.memDerived {
+		return r, true // summed from its instances by deriveMIGMemory
+	}
 	used, total, ret := s.memory(d)
 	switch ret {
 	case gonvml.SUCCESS:
@@ -45,6 +48,17 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 		}
 	case gonvml.ERROR_GPU_IS_LOST:
 		return s.lose(d)
+	case gonvml.ERROR_NO_PERMISSION:
+		if d.info.MIGEnabled {
+			// nvml.h, nvmlDeviceGetMemoryInfo: "In MIG mode, if device
+			// handle is provided, the API returns aggregate information,
+			// only if the caller has appropriate privileges." Asked once.
+			d.memDerived = true
+			s.countError(reason(ret))
+			s.log.Info("memory of a MIG-enabled GPU needs MIG-monitor privilege; serving the sum of its instances'", "gpu_id", d.info.UUID)
+			return r, true
+		}
+		s.countError(reason(ret))
 	default:
 		s.countError(reason(ret))
 		if d.info.IsMIG() {
@@ -52,6 +66,36 @@ func (s *Sampler) pollDevice(d *tracked, nowUS, cutoff uint64) (Reading, bool) {
 		}
 	}
 	return r, true
+}
+
+// deriveMIGMemory gives each MIG-enabled GPU whose own memory NVML
+// withholds the sum of its instances' used and total memory. The total is
+// what the instances hold, a little less than the board's.
+func deriveMIGMemory(devices []*tracked, readings []Reading) {
+	byParent := map[string]*Reading{}
+	for i, d := range devices {
+		if d.memDerived {
+			r := &readings[i]
+			r.MemoryUsed, r.MemoryTotal, r.HasMemory = 0, 0, true
+			byParent[d.info.UUID] = r
+		}
+	}
+	if len(byParent) == 0 {
+		return
+	}
+	for i := range readings {
+		in := &readings[i]
+		if p := byParent[in.ParentUUID]; p != nil {
+			p.HasMemory = p.HasMemory && in.HasMemory
+			p.MemoryUsed += in.MemoryUsed
+			p.MemoryTotal += in.MemoryTotal
+		}
+	}
+	for _, p := range byParent {
+		if !p.HasMemory {
+			p.MemoryUsed = 0 // an instance unread: no sum rather than a short one
+		}
+	}
 }
 
 func (s *Sampler) lose(d *tracked) (Reading, bool) {

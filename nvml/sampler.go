@@ -72,7 +72,10 @@ type tracked struct {
 	useRates bool // GetSamples unsupported: poll GetUtilizationRates instead
 	noUtil   bool // no utilization at all (MIG instances without GPM)
 	memV1    bool // GetMemoryInfo_v2 unsupported
-	lost     bool
+	// memDerived: a MIG-enabled GPU whose memory NVML withholds without
+	// MIG-monitor privilege; its memory is its instances' sum.
+	memDerived bool
+	lost       bool
 
 	// MIG: parent is the GPU handle of an instance (GPM samples are taken
 	// through it); gpm is its GPM history, nil where GPM is not used.
@@ -280,6 +283,7 @@ func (s *Sampler) Poll() {
 		readings = append(readings, r)
 	}
 	s.devices = live
+	deriveMIGMemory(live, readings)
 	if s.events.rebuild {
 		s.registerEvents()
 	}

@@ -100,23 +100,38 @@ func TestGPUStateErrors(t *testing.T) {
 }
 
 // TestXidOnMIGInstance: an Xid with instance set names that instance's
-// GPU and compute instance IDs, as the driver's event does.
+// GPU and compute instance IDs, as the driver's event does, given
+// MIG-monitor privilege; without it the instance's event is not reported.
 func TestXidOnMIGInstance(t *testing.T) {
-	sc, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb, 3g.40gb]\ngpuState:\n  0:\n    xid: [{after: 1s, code: 43, instance: 1}]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	const scenario = "model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb, 3g.40gb]\ngpuState:\n  0:\n    xid: [{after: 1s, code: 43, instance: 1}]\n"
 	at := time.Unix(1_800_000_000, 0)
-	n, err := Start(sc, func() time.Time { return at })
-	if err != nil {
-		t.Fatal(err)
+	start := func(yaml string) (*Node, gonvml.EventSet) {
+		sc, err := Parse([]byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := Start(sc, func() time.Time { return at })
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, ret := n.NVML.EventSetCreate()
+		if ret != gonvml.SUCCESS {
+			t.Fatal(ret)
+		}
+		return n, set
 	}
+	unprivileged, uset := start(scenario)
+	defer unprivileged.Close()
+	n, set := start(scenario + "migMonitor: true\n")
 	defer n.Close()
-	if _, ret := n.NVML.EventSetWait(nil, 1); ret != gonvml.ERROR_TIMEOUT {
+	if _, ret := n.NVML.EventSetWait(set, 1); ret != gonvml.ERROR_TIMEOUT {
 		t.Fatalf("event before its offset: %v", ret)
 	}
 	at = at.Add(time.Second)
-	ev, ret := n.NVML.EventSetWait(nil, 1)
+	if ev, ret := unprivileged.NVML.EventSetWait(uset, 1); ret != gonvml.ERROR_TIMEOUT {
+		t.Errorf("without MIG-monitor privilege an instance's event came: %+v %v", ev, ret)
+	}
+	ev, ret := n.NVML.EventSetWait(set, 1)
 	if ret != gonvml.SUCCESS {
 		t.Fatalf("no event after the offset: %v", ret)
 	}
@@ -126,7 +141,7 @@ func TestXidOnMIGInstance(t *testing.T) {
 	}
 	n.Close()
 	at = at.Add(time.Hour)
-	if _, ret := n.NVML.EventSetWait(nil, 1); ret != gonvml.ERROR_TIMEOUT {
+	if _, ret := n.NVML.EventSetWait(set, 1); ret != gonvml.ERROR_TIMEOUT {
 		t.Errorf("event after Close: %v", ret)
 	}
 }

@@ -163,6 +163,13 @@ func (n *Node) partition(dev *server.Device, i int, profiles []string) {
 			},
 		}
 	}
+	if !n.scenario.MIGMonitor {
+		// nvml.h, nvmlDeviceGetMemoryInfo: "In MIG mode, if device handle
+		// is provided, the API returns aggregate information, only if the
+		// caller has appropriate privileges."
+		dev.GetMemoryInfoFunc = func() (gonvml.Memory, gonvml.Return) { return gonvml.Memory{}, gonvml.ERROR_NO_PERMISSION }
+		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{}, gonvml.ERROR_NO_PERMISSION }
+	}
 	dev.GetMaxMigDeviceCountFunc = func() (int, gonvml.Return) { return 7, gonvml.SUCCESS }
 	dev.GetMigDeviceHandleByIndexFunc = func(j int) (gonvml.Device, gonvml.Return) {
 		if j < 0 || j >= len(migs) {

@@ -60,6 +60,12 @@ type Scenario struct {
 	// "R580" (default: the newest): NVML fields newer than it answer as an
 	// older driver answers a field ID it does not know.
 	Driver string `yaml:"driver"`
+	// MIGMonitor gives the exporter MIG-monitor privilege (the NVIDIA
+	// container toolkit's NVIDIA_MIG_MONITOR_DEVICES=all). Without it, as
+	// in a default container, NVML withholds a MIG-enabled GPU's own memory
+	// (NO_PERMISSION) and reports only the events that affect all its
+	// instances.
+	MIGMonitor bool `yaml:"migMonitor"`
 }
 
 // driverBranches are the branches a scenario may name.

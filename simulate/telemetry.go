@@ -278,6 +278,12 @@ func (n *Node) serveEvents(srv *server.Server) {
 			for len(sched.pending) > 0 && sched.pending[0].after <= elapsed {
 				x := sched.pending[0]
 				sched.pending = sched.pending[1:]
+				if x.gi != 0xFFFFFFFF && !n.scenario.MIGMonitor {
+					// nvml.h, nvmlDeviceRegisterEvents: without MIG-monitor
+					// privilege "only the events which affect all the
+					// instances" are reported.
+					continue
+				}
 				ev.Inject(srv.Devices[x.gpu], x.code, x.gi, x.ci)
 			}
 			sched.mu.Unlock()
