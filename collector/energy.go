@@ -73,13 +73,19 @@ func newEnergyLedger(retention time.Duration, maxRows int) *energyLedger {
 		rows: map[accountKey]*accountRow{}, unalloc: map[string]float64{}, unattrib: map[string]float64{}, devSeen: map[string]bool{}}
 }
 
-// migSlices is the compute slices of a MIG profile ("3g.40gb" -> 3).
+// migSlices is the compute slices of a MIG device's profile: a GPU
+// instance's ("3g.40gb" -> 3, "1g.10gb+me" -> 1), or a compute instance's
+// within it ("2c.4g.40gb" -> 2: two of the GPU instance's four).
 func migSlices(profile string) float64 {
-	n, _, ok := strings.Cut(profile, "g.")
+	first, rest, ok := strings.Cut(profile, ".")
 	if !ok {
 		return 1
 	}
-	if v, err := strconv.Atoi(n); err == nil && v > 0 {
+	unit := "g"
+	if strings.HasSuffix(first, "c") && strings.Contains(rest, "g.") {
+		unit = "c"
+	}
+	if v, err := strconv.Atoi(strings.TrimSuffix(first, unit)); err == nil && v > 0 && strings.HasSuffix(first, unit) {
 		return float64(v)
 	}
 	return 1

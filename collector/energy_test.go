@@ -139,3 +139,14 @@ func TestEnergyLedgerWithoutEnergy(t *testing.T) {
 		t.Errorf("device energy accounts for a GPU without energy: %+v", devs)
 	}
 }
+
+func TestMIGSlices(t *testing.T) {
+	for profile, want := range map[string]float64{
+		"1g.10gb": 1, "3g.40gb": 3, "7g.80gb": 7, "1g.10gb+me": 1, "1g.20gb": 1,
+		"2c.4g.40gb": 2, "1c.3g.40gb": 1, "3c.7g.80gb": 3, "": 1, "bogus": 1, "xg.10gb": 1,
+	} {
+		if got := migSlices(profile); got != want {
+			t.Errorf("migSlices(%q) = %v, want %v", profile, got, want)
+		}
+	}
+}
