@@ -118,6 +118,10 @@ func TestXidOnMIGInstance(t *testing.T) {
 		if ret != gonvml.SUCCESS {
 			t.Fatal(ret)
 		}
+		dev, _ := n.NVML.DeviceGetHandleByIndex(0)
+		if ret := dev.RegisterEvents(gonvml.EventTypeXidCriticalError, set); ret != gonvml.SUCCESS {
+			t.Fatal(ret)
+		}
 		return n, set
 	}
 	unprivileged, uset := start(scenario)
@@ -181,5 +185,37 @@ func TestDriverBranch(t *testing.T) {
 	}
 	if _, err := Parse([]byte("gpus: 1\ndriver: R470\n")); err == nil {
 		t.Error("accepted driver R470")
+	}
+}
+
+// A scenario's Xid 48 is a double-bit ECC error: the simulated driver
+// reports a double-bit event and Xid 48, and the exporter counts it once.
+func TestDoubleBitErrorCountsOnce(t *testing.T) {
+	s, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\ngpuState:\n  0: {xid: [{after: 0s, code: 48}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_800_000_000, 0)
+	n, err := Start(s, func() time.Time { return at })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Interval: 20 * time.Millisecond, Now: func() time.Time { return at }, Telemetry: true, Health: true, Events: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); smp.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for snap := smp.Snapshot(); snap == nil || len(snap.Devices) == 0 || snap.Devices[0].Xid[48] == 0; snap = smp.Snapshot() {
+		if time.Now().After(deadline) {
+			t.Fatal("Xid 48 never counted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // room for a second count
+	cancel()
+	<-done
+	if got := smp.Snapshot().Devices[0].Xid; got[48] != 1 || len(got) != 1 {
+		t.Errorf("Xid counts %v, want {48: 1}", got)
 	}
 }

@@ -259,6 +259,10 @@ type xidSchedule struct {
 func (n *Node) serveEvents(srv *server.Server) {
 	var ev nvmltest.Events
 	ev.Install(&srv.Interface)
+	for _, d := range srv.Devices {
+		dev := d.(*server.Device)
+		ev.Track(dev, &dev.Device) // registrations held to the driver's rules
+	}
 	sched := &n.xids
 	for i := 0; i < n.scenario.GPUs; i++ {
 		for _, x := range n.scenario.GPUState[i].Xid {
@@ -282,6 +286,12 @@ func (n *Node) serveEvents(srv *server.Server) {
 					// nvml.h, nvmlDeviceRegisterEvents: without MIG-monitor
 					// privilege "only the events which affect all the
 					// instances" are reported.
+					continue
+				}
+				if x.code == 48 && x.gi == 0xFFFFFFFF {
+					// A double-bit ECC error: the driver reports a
+					// double-bit event and Xid 48.
+					ev.InjectDoubleBit(srv.Devices[x.gpu])
 					continue
 				}
 				ev.Inject(srv.Devices[x.gpu], x.code, x.gi, x.ci)

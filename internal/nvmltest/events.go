@@ -12,7 +12,8 @@ import (
 // returns; waits time out when none is queued.
 //
 // Devices passed to Track are held to the driver's rules: an event of such
-// a device is returned only by a wait on a set it was registered in, a set
+// a device is returned only by a wait on a set it was registered in for
+// that event type (an event of no set stays queued), a set
 // holding a lost device (Lose) answers every wait with GPU_IS_LOST at once,
 // and a registration made before the device was lost never delivers again,
 // even once the device is back (Restore), as a reset GPU is a new device to
@@ -22,12 +23,19 @@ type Events struct {
 	queue   []gonvml.EventData
 	waits   int
 	waitFn  func() gonvml.Return
-	sets    map[gonvml.EventSet]map[gonvml.Device]int // live sets: device -> generation registered
+	sets    map[gonvml.EventSet]map[gonvml.Device]registration // live sets
 	created int
 	badFree int
 	tracked map[gonvml.Device]bool
 	gen     map[gonvml.Device]int // bumped when a device is lost and when it is back
 	lost    map[gonvml.Device]bool
+}
+
+// registration is a device's entry in a set: the event types and the
+// device's generation when registered.
+type registration struct {
+	mask uint64
+	gen  int
 }
 
 // FailWaits makes every later wait return ret.
@@ -73,6 +81,17 @@ func (e *Events) Inject(dev gonvml.Device, xid uint64, gi, ci uint32) {
 	e.mu.Unlock()
 }
 
+// InjectDoubleBit queues what the driver reports for a double-bit ECC
+// error: a double-bit event and Xid 48. A tracked device's set returns each
+// only if it was registered for that event type.
+func (e *Events) InjectDoubleBit(dev gonvml.Device) {
+	e.mu.Lock()
+	e.queue = append(e.queue,
+		gonvml.EventData{Device: dev, EventType: gonvml.EventTypeDoubleBitEccError, GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF},
+		gonvml.EventData{Device: dev, EventType: gonvml.EventTypeXidCriticalError, EventData: 48, GpuInstanceId: 0xFFFFFFFF, ComputeInstanceId: 0xFFFFFFFF})
+	e.mu.Unlock()
+}
+
 // Track holds the device whose handle the sampler sees as handle (a
 // server.Device, or dev itself) to the driver's registration rules
 // (see Events). Call it after Apply: it wraps dev's RegisterEvents.
@@ -99,7 +118,12 @@ func (e *Events) Track(handle gonvml.Device, dev *mock.Device) {
 		case e.lost[d]:
 			return gonvml.ERROR_GPU_IS_LOST
 		case ret == gonvml.SUCCESS:
-			regs[d] = e.gen[d]
+			r := regs[d]
+			if r.gen != e.gen[d] {
+				r = registration{gen: e.gen[d]}
+			}
+			r.mask |= mask
+			regs[d] = r
 		}
 		return ret
 	}
@@ -128,10 +152,10 @@ func (e *Events) Install(lib *mock.Interface) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		if e.sets == nil {
-			e.sets = map[gonvml.EventSet]map[gonvml.Device]int{}
+			e.sets = map[gonvml.EventSet]map[gonvml.Device]registration{}
 		}
 		set := &mock.EventSet{}
-		e.sets[set] = map[gonvml.Device]int{}
+		e.sets[set] = map[gonvml.Device]registration{}
 		e.created++
 		return set, gonvml.SUCCESS
 	}
@@ -165,7 +189,8 @@ func (e *Events) Install(lib *mock.Interface) {
 			}
 		}
 		for i, ev := range e.queue {
-			if g, in := regs[ev.Device]; !e.tracked[ev.Device] || (in && g == e.gen[ev.Device]) {
+			r, in := regs[ev.Device]
+			if !e.tracked[ev.Device] || (in && r.gen == e.gen[ev.Device] && r.mask&ev.EventType != 0) {
 				e.queue = append(e.queue[:i:i], e.queue[i+1:]...)
 				e.mu.Unlock()
 				return ev, gonvml.SUCCESS
