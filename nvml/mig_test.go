@@ -32,7 +32,7 @@ type gpmNode struct {
 
 func migUUID(gi int) string { return fmt.Sprintf("MIG-00000000-0000-4000-9000-%012d", gi) }
 
-func newGPMNode(t *testing.T, arch gonvml.DeviceArchitecture, gpm bool, gis ...int) *gpmNode {
+func newGPMNode(t testing.TB, arch gonvml.DeviceArchitecture, gpm bool, gis ...int) *gpmNode {
 	t.Helper()
 	n := &gpmNode{mockNode: newMockNode(t, 1), used: map[int]uint64{}, busy: map[int]func(time.Time) float64{}, taken: map[gonvml.GpmSample]time.Time{}, gis: map[gonvml.GpmSample]int{}, migGetRet: gonvml.SUCCESS}
 	parent := n.dev(0)
