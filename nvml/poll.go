@@ -86,14 +86,10 @@ func deriveMIGMemory(devices []*tracked, readings []Reading) {
 	for i := range readings {
 		in := &readings[i]
 		if p := byParent[in.ParentUUID]; p != nil {
+			// An instance unread this poll: no used sum rather than a short one.
 			p.HasMemory = p.HasMemory && in.HasMemory
 			p.MemoryUsed += in.MemoryUsed
 			p.MemoryTotal += in.MemoryTotal
-		}
-	}
-	for _, p := range byParent {
-		if !p.HasMemory {
-			p.MemoryUsed = 0 // an instance unread: no sum rather than a short one
 		}
 	}
 }

@@ -63,7 +63,11 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 
 	samples, ret := s.pollProcessUtil(d, r)
 	switch ret {
-	case gonvml.SUCCESS, gonvml.ERROR_NOT_SUPPORTED:
+	case gonvml.SUCCESS:
+	case gonvml.ERROR_NOT_SUPPORTED:
+		// Listed, with their memory and without utilization.
+		r.Processes, r.ProcessesOK = listed(procs), true
+		return gonvml.SUCCESS
 	default:
 		r.ProcessesReason = reason(ret)
 		return ret
@@ -88,11 +92,6 @@ func (s *Sampler) pollProcesses(d *tracked, r *Reading, nowUS, cutoff uint64) go
 	}
 	for _, smp := range samples {
 		d.lastProcTS = max(d.lastProcTS, smp.TimeStamp)
-	}
-	if ret == gonvml.ERROR_NOT_SUPPORTED {
-		r.Processes = listed(procs)
-		r.ProcessesOK = true
-		return gonvml.SUCCESS
 	}
 
 	if d.procs == nil {
