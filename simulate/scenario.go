@@ -71,6 +71,10 @@ type Scenario struct {
 // driverBranches are the branches a scenario may name.
 var driverBranches = map[string]int{"R535": 535, "R550": 550, "R570": 570, "R580": 580}
 
+// driverBranch is the scenario's driver branch as a number, 0 for the
+// newest.
+func (s *Scenario) driverBranch() int { return driverBranches[s.Driver] }
+
 // DRA is the node's DRA driver and the devices it publishes.
 type DRA struct {
 	// Driver is the driver name; default gpu.nvidia.com.

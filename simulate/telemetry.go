@@ -160,7 +160,7 @@ func (g *gpuSim) profile() nvmltest.Profile {
 		RemappedRows:         &[2]int{},
 		RecoveryAction:       nvmltest.U32(0), // none
 		Events:               gonvml.EventTypeXidCriticalError | gonvml.EventTypeDoubleBitEccError,
-		Driver:               driverBranches[g.n.scenario.Driver],
+		Driver:               g.n.scenario.driverBranch(),
 	}
 	st := g.st
 	if g.idle() {
@@ -202,7 +202,7 @@ func (n *Node) applyTelemetry(dev *server.Device, i int) {
 	nvmltest.Apply(&dev.Device, g.profile())
 	static := dev.GetFieldValuesFunc
 	active := g.clockEvents()
-	driver := driverBranches[n.scenario.Driver]
+	driver := n.scenario.driverBranch()
 	dev.GetFieldValuesFunc = func(v []gonvml.FieldValue) gonvml.Return {
 		ret := static(v)
 		now := n.now()
