@@ -9,6 +9,7 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/testkit"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 )
 
@@ -99,6 +100,22 @@ func TestGPUStateErrors(t *testing.T) {
 	}
 }
 
+// startYAML parses and starts a scenario on the clock now; the node closes
+// when the test ends (closing it earlier is allowed).
+func startYAML(t *testing.T, yaml string, now func() time.Time) *Node {
+	t.Helper()
+	s, err := Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(s, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
 // TestXidOnMIGInstance: an Xid with instance set names that instance's
 // GPU and compute instance IDs, as the driver's event does, given
 // MIG-monitor privilege; without it the instance's event is not reported.
@@ -106,14 +123,7 @@ func TestXidOnMIGInstance(t *testing.T) {
 	const scenario = "model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb, 3g.40gb]\ngpuState:\n  0:\n    xid: [{after: 1s, code: 43, instance: 1}]\n"
 	at := time.Unix(1_800_000_000, 0)
 	start := func(yaml string) (*Node, gonvml.EventSet) {
-		sc, err := Parse([]byte(yaml))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := Start(sc, func() time.Time { return at })
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := startYAML(t, yaml, func() time.Time { return at })
 		set, ret := n.NVML.EventSetCreate()
 		if ret != gonvml.SUCCESS {
 			t.Fatal(ret)
@@ -125,9 +135,7 @@ func TestXidOnMIGInstance(t *testing.T) {
 		return n, set
 	}
 	unprivileged, uset := start(scenario)
-	defer unprivileged.Close()
 	n, set := start(scenario + "migMonitor: true\n")
-	defer n.Close()
 	if _, ret := n.NVML.EventSetWait(set, 1); ret != gonvml.ERROR_TIMEOUT {
 		t.Fatalf("event before its offset: %v", ret)
 	}
@@ -154,15 +162,8 @@ func TestXidOnMIGInstance(t *testing.T) {
 // branch lacks, and counts nothing for it.
 func TestDriverBranch(t *testing.T) {
 	for branch, want := range map[string][2]bool{"R550": {false, false}, "R570": {true, false}, "R580": {true, true}, "": {true, true}} {
-		s, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\ndriver: " + branch + "\ngpuState:\n  0: {clockEvents: [sw_thermal_slowdown]}\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		at := time.Unix(1_800_000_000, 0)
-		n, err := Start(s, func() time.Time { return at })
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := startYAML(t, "model: H100-SXM5-80GB\ngpus: 1\ndriver: "+branch+"\ngpuState:\n  0: {clockEvents: [sw_thermal_slowdown]}\n", func() time.Time { return at })
 		smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Now: func() time.Time { return at }, Telemetry: true, Health: true})
 		smp.Poll()
 		at = at.Add(5 * time.Second)
@@ -181,7 +182,6 @@ func TestDriverBranch(t *testing.T) {
 		if len(smp.Errors()) != 0 {
 			t.Errorf("driver %q: errors %v", branch, smp.Errors())
 		}
-		n.Close()
 	}
 	if _, err := Parse([]byte("gpus: 1\ndriver: R470\n")); err == nil {
 		t.Error("accepted driver R470")
@@ -191,27 +191,16 @@ func TestDriverBranch(t *testing.T) {
 // A scenario's Xid 48 is a double-bit ECC error: the simulated driver
 // reports a double-bit event and Xid 48, and the exporter counts it once.
 func TestDoubleBitErrorCountsOnce(t *testing.T) {
-	s, err := Parse([]byte("model: H100-SXM5-80GB\ngpus: 1\ngpuState:\n  0: {xid: [{after: 0s, code: 48}]}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	at := time.Unix(1_800_000_000, 0)
-	n, err := Start(s, func() time.Time { return at })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := startYAML(t, "model: H100-SXM5-80GB\ngpus: 1\ngpuState:\n  0: {xid: [{after: 0s, code: 48}]}\n", func() time.Time { return at })
 	smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Interval: 20 * time.Millisecond, Now: func() time.Time { return at }, Telemetry: true, Health: true, Events: true})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); smp.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for snap := smp.Snapshot(); snap == nil || len(snap.Devices) == 0 || snap.Devices[0].Xid[48] == 0; snap = smp.Snapshot() {
-		if time.Now().After(deadline) {
-			t.Fatal("Xid 48 never counted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, "Xid 48 counted", func() bool {
+		snap := smp.Snapshot()
+		return snap != nil && len(snap.Devices) == 1 && snap.Devices[0].Xid[48] > 0
+	})
 	time.Sleep(200 * time.Millisecond) // room for a second count
 	cancel()
 	<-done
