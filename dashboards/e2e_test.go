@@ -81,7 +81,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	exporter := tooltest.SimBinary(t)
 	began := time.Now()
 
-	exp := tooltest.StartExporter(t, exporter, func(addr string) error { _, err := tooltest.Scrape(addr); return err }, "--simulate")
+	exp := tooltest.StartExporter(t, exporter, tooltest.Scraped, "--simulate")
 	exporterAddr := exp.Addr
 
 	var ruleFiles []string

@@ -16,6 +16,13 @@ import (
 // string, `name{a="x",b="y"}`, with labels sorted.
 type Series map[string]float64
 
+// Scraped is a readiness check for StartExporter: addr serves /metrics that
+// parse.
+func Scraped(addr string) error {
+	_, err := Scrape(addr)
+	return err
+}
+
 // Scrape reads addr's /metrics over plain HTTP.
 func Scrape(addr string) (Series, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")

@@ -201,7 +201,7 @@ func startExporter(t *testing.T, c *kubecluster.Cluster, token string, args ...s
 func startExporterAt(t *testing.T, kubeconfig string, args ...string) *tooltest.Exporter {
 	t.Helper()
 	bin := tooltest.ExporterBinary(t)
-	return tooltest.StartExporter(t, bin, func(addr string) error { _, err := tooltest.Scrape(addr); return err },
+	return tooltest.StartExporter(t, bin, tooltest.Scraped,
 		append([]string{
 			"--kubeconfig=" + kubeconfig, "--kube.node-name=" + node,
 			"--kubelet.pod-resources-socket=" + filepath.Join(t.TempDir(), "absent.sock"),
