@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,11 +54,7 @@ func (c *churner) create(at time.Time) {
 func (c *churner) step(now time.Time) (created, deleted int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	names := make([]string, 0, len(c.alive))
-	for n := range c.alive {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(c.alive))
 	k := 1 + c.rng.IntN(3)
 	for i := 0; i < k && len(names) > 0; i++ {
 		j := c.rng.IntN(len(names))

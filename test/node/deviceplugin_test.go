@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -133,11 +134,7 @@ func (p *plugin) stop() {
 func (p *plugin) devices() []*pluginapi.Device {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ids := make([]string, 0, len(p.numa))
-	for id := range p.numa {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(p.numa))
 	out := make([]*pluginapi.Device, 0, len(ids))
 	for _, id := range ids {
 		d := &pluginapi.Device{ID: id, Health: pluginapi.Healthy, Topology: &pluginapi.TopologyInfo{}}
