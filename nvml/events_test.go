@@ -17,31 +17,45 @@ import (
 // would never arrive. The sampler builds a set without it; when the GPU is
 // back after a reset it is registered again (its old registration is dead,
 // as the driver's is) and its Xids count again. Every set is freed once.
-func TestLostGPULeavesTheEventSet(t *testing.T) {
-	m := newMockNode(t, 2)
+// losableNode is two mock H100s with the event mock installed; GPU 1
+// answers GPU_IS_LOST while gone is set.
+func losableNode(t *testing.T) (m *mockNode, ev *nvmltest.Events, gone *atomic.Bool) {
+	m = newMockNode(t, 2)
 	var energy nvmltest.EnergyCounter
-	ev := &nvmltest.Events{}
+	ev = &nvmltest.Events{}
 	ev.Install(&m.srv.Interface)
 	for i := range 2 {
 		nvmltest.Apply(&m.dev(i).Device, h100Profile(&energy))
 	}
-	ev.Track(m.dev(0), &m.dev(0).Device)
-	ev.Track(m.dev(1), &m.dev(1).Device)
-	var gone atomic.Bool
+	gone = new(atomic.Bool)
 	m.dev(1).GetPowerUsageFunc = func() (uint32, gonvml.Return) {
 		if gone.Load() {
 			return 0, gonvml.ERROR_GPU_IS_LOST
 		}
 		return 300_000, gonvml.SUCCESS
 	}
+	return m, ev, gone
+}
+
+// runSampler runs s until the returned stop is called (stop waits for Run
+// to return; calling it again is harmless).
+func runSampler(s *Sampler) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+func TestLostGPULeavesTheEventSet(t *testing.T) {
+	m, ev, gone := losableNode(t)
+	ev.Track(m.dev(0), &m.dev(0).Device)
+	ev.Track(m.dev(1), &m.dev(1).Device)
 	var now atomic.Int64
 	now.Store(time.Unix(1_800_000_000, 0).UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Add(int64(time.Second))) } // a poll's worth each call
 	s := NewSampler(m.srv, Config{Window: time.Minute, Interval: 20 * time.Millisecond, RediscoverInterval: 30 * time.Second, Now: clock, Telemetry: true, Health: true, Events: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stop := runSampler(s)
+	defer stop()
 	xid := func(dev int, code uint64) uint64 {
 		return byUUID(s.Snapshot())[m.dev(dev).UUID].Xid[code]
 	}
@@ -72,8 +86,7 @@ func TestLostGPULeavesTheEventSet(t *testing.T) {
 	if sets, bad := ev.Live(); sets != 1 || bad != 0 {
 		t.Errorf("%d event sets live, %d bad frees; want the one in use", sets, bad)
 	}
-	cancel()
-	<-done
+	stop()
 	if !ev.Freed() {
 		t.Error("event sets left unfreed at shutdown")
 	}

@@ -68,12 +68,9 @@ func TestRunWithoutDriverNeverShutsDown(t *testing.T) {
 	m.srv.InitFunc = func() gonvml.Return { return gonvml.ERROR_LIBRARY_NOT_FOUND }
 	m.srv.ShutdownFunc = func() gonvml.Return { shutdowns.Add(1); return gonvml.SUCCESS }
 	s := NewSampler(m.srv, Config{RetryInterval: 5 * time.Millisecond, Now: m.clock.Now})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
+	stop := runSampler(s)
 	testkit.Eventually(t, 5*time.Second, "a few init retries", func() bool { return s.Errors()["init"] >= 3 })
-	cancel()
-	<-done
+	stop()
 	if snap := s.Snapshot(); snap.Up || snap.Err == nil {
 		t.Fatalf("snapshot without a driver = %+v", snap)
 	}

@@ -254,24 +254,9 @@ func TestEventMatchesMIGInstance(t *testing.T) {
 // A GPU falling off the bus while the events goroutine waits: the wait's
 // GPU_IS_LOST is not an event-set error, and the poll drops the GPU once.
 func TestSamplerGPULostWhileWaitingForEvents(t *testing.T) {
-	m := newMockNode(t, 2)
-	var energy nvmltest.EnergyCounter
-	ev := &nvmltest.Events{}
-	ev.Install(&m.srv.Interface)
-	for i := range 2 {
-		nvmltest.Apply(&m.dev(i).Device, h100Profile(&energy))
-	}
-	var gone atomic.Bool
-	m.dev(1).GetPowerUsageFunc = func() (uint32, gonvml.Return) {
-		if gone.Load() {
-			return 0, gonvml.ERROR_GPU_IS_LOST
-		}
-		return 300_000, gonvml.SUCCESS
-	}
+	m, ev, gone := losableNode(t)
 	s := NewSampler(m.srv, Config{Window: time.Minute, Interval: 20 * time.Millisecond, Now: m.clock.Now, Telemetry: true, Health: true, Events: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
+	stop := runSampler(s)
 	ev.FailWaits(gonvml.ERROR_GPU_IS_LOST)
 	gone.Store(true)
 	testkit.Eventually(t, 5*time.Second, "lost GPU dropped", func() bool {
@@ -285,8 +270,7 @@ func TestSamplerGPULostWhileWaitingForEvents(t *testing.T) {
 	if n := ev.Waits() - before; n > 3 {
 		t.Errorf("%d waits in 1.5 s on a lost GPU: the events goroutine spins", n)
 	}
-	cancel()
-	<-done
+	stop()
 	if errs := s.Errors(); errs["event_wait"] != 0 || errs["gpu_lost"] != 1 {
 		t.Errorf("errors = %v, want gpu_lost 1 and no event_wait", errs)
 	}
