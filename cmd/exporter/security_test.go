@@ -43,12 +43,19 @@ func launch(t *testing.T, ready func(addr string) error, args ...string) *toolte
 	return tooltest.StartExporter(t, binaryFor(t, args), ready, args...)
 }
 
+// plainReady is ready once a scrape has been answered to its end: a body
+// closed after its headers leaves the server writing the rest, still
+// holding one of --web.max-requests' slots when the test goes on.
 func plainReady(addr string) error {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return err
 	}
+	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if err != nil {
+		return err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
