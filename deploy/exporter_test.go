@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -262,12 +261,16 @@ func expandAlertTemplate(t *testing.T, text string, labels map[string]string, va
 // socket and procfs directory.
 func startExporter(t *testing.T, bin string, args ...string) string {
 	t.Helper()
+	// A dial says nothing: the launcher's socket accepts before the
+	// exporter serves. Ready is an HTTP answer, of any status: some runs
+	// require credentials.
 	e := tooltest.StartExporter(t, bin, func(addr string) error {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			return err
 		}
-		return err
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
 	}, args...)
 	return "http://" + e.Addr
 }
