@@ -35,3 +35,18 @@ func (n *Node) writeProcfs(root string) error {
 
 // pidOf is the PID of the k-th container's process.
 func pidOf(k int) uint32 { return uint32(20000 + k) }
+
+// ProcessContainer names the container a simulated process runs in, as
+// "namespace/pod/container": the process name a stand-in nvidia-smi lists.
+func (n *Node) ProcessContainer(pid uint32) (string, bool) {
+	k := 0
+	for _, p := range n.scenario.Pods {
+		for _, c := range p.Containers {
+			if pidOf(k) == pid {
+				return p.Namespace + "/" + p.Name + "/" + c.Name, true
+			}
+			k++
+		}
+	}
+	return "", false
+}

@@ -114,14 +114,19 @@ func (g *gpuSim) memTempC(t time.Time) uint32 {
 	return g.tempC(t) + 4
 }
 
-// energyMillijoules integrates power over the simulated driver's samples
-// up to now, so the counter moves with the node's clock.
+// energyStep is how finely the simulated energy counter integrates power.
+// A driver's counter moves between its one-second utilization samples, so
+// a reading a fraction of a second later has grown.
+const energyStep = samplePeriod / 10
+
+// energyMillijoules integrates power in energySteps up to now, so the
+// counter moves with the node's clock and never goes back.
 func (g *gpuSim) energyMillijoules() uint64 {
 	now := g.n.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for t := g.energyAt.Add(samplePeriod); !t.After(now); t = t.Add(samplePeriod) {
-		g.energyMJ += g.powerW(t) * samplePeriod.Seconds() * 1e3
+	for t := g.energyAt.Add(energyStep); !t.After(now); t = t.Add(energyStep) {
+		g.energyMJ += g.powerW(t) * energyStep.Seconds() * 1e3
 		g.energyAt = t
 	}
 	return uint64(g.energyMJ)
