@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/simulate"
 )
 
@@ -30,6 +28,9 @@ import (
 // slow enough (at most ~1.6 points/s) that the exporter's samples on whole
 // seconds and nvidia-smi's readings in between differ by well under the
 // duty tolerance, and wide enough that the levels read different values.
+// A process of another pod uses the GPU without holding it (the exporter's
+// unattributed memory, compared with nvidia-smi's process list), and the
+// GPU has memory errors behind it, so the counters compared are not all 0.
 func dryScenario(memoryMiB int) string {
 	return fmt.Sprintf(`node: %s
 model: H100-SXM5-80GB
@@ -43,8 +44,19 @@ pods:
         devices: ["0"]
         utilization: {mean: 50, swing: 45, period: 3m}
         memoryGiB: %g
+  - namespace: other
+    name: notebook-0
+    containers:
+      - name: notebook
+        unallocatedDevices: ["0"]
+        utilization: {mean: 2}
+        memoryGiB: 0.75
 allocatable:
   %s: ["0"]
+gpuState:
+  0:
+    ecc: {correctedVolatile: 3, correctedAggregate: 11, uncorrectedAggregate: 1}
+    remappedRows: {correctable: 2}
 `, testNode, testNamespace, testPod, testContainer, testResource, float64(memoryMiB)/1024, testResource)
 }
 
@@ -107,6 +119,10 @@ func TestDryRunHarness(t *testing.T) {
 			return sum / float64(n)
 		},
 		intendedNote: "the scenario's mean over each window (the level only names the step)",
+		holderProcess: func(_, name string) bool {
+			return name == testNamespace+"/"+testPod+"/"+testContainer
+		},
+		modeRows: []row{notInMode("MIG", "the scenario's GPU is not MIG-enabled"), notInMode("MPS", "no MPS control daemon")},
 	}
 	start := time.Now()
 	rep := h.run(t)
@@ -231,103 +247,6 @@ dutyload.run(Sleeper(), 30, 1.0)
 }
 
 // --- stand-ins, run by TestMain in a child process -----------------------------
-
-// fakeNvidiaSMI answers the nvidia-smi queries the harness makes from the
-// simulated node of the scenario file: the same formula the exporter's
-// simulated driver samples, read at the instant of the call, printed as
-// nvidia-smi prints it (integer percent and MiB).
-func fakeNvidiaSMI(scenario string, args []string, stdout, stderr io.Writer) int {
-	var fields []string
-	var header, units bool
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case strings.HasPrefix(a, "--query-gpu="):
-			fields = strings.Split(strings.TrimPrefix(a, "--query-gpu="), ",")
-		case strings.HasPrefix(a, "--format="):
-			opts := strings.Split(strings.TrimPrefix(a, "--format="), ",")
-			if opts[0] != "csv" {
-				fmt.Fprintf(stderr, "unsupported format %q\n", a)
-				return 2
-			}
-			header, units = true, true
-			for _, o := range opts[1:] {
-				switch o {
-				case "noheader":
-					header = false
-				case "nounits":
-					units = false
-				}
-			}
-		case a == "-i" && i+1 < len(args):
-			i++
-			if args[i] != "0" {
-				fmt.Fprintf(stderr, "No devices were found\n")
-				return 6
-			}
-		default:
-			fmt.Fprintf(stderr, "stand-in nvidia-smi: unsupported argument %q\n", a)
-			return 2
-		}
-	}
-	if len(fields) == 0 {
-		fmt.Fprintln(stderr, "stand-in nvidia-smi: only --query-gpu is supported")
-		return 2
-	}
-	sc, err := simulate.Load(scenario)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	node, err := simulate.Start(sc, nil)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	defer node.Close()
-	dev, ret := node.NVML.DeviceGetHandleByIndex(0)
-	if ret != gonvml.SUCCESS {
-		fmt.Fprintln(stderr, "No devices were found")
-		return 6
-	}
-	var names, values []string
-	for _, f := range fields {
-		var v, unit string
-		switch f {
-		case "uuid":
-			v, _ = dev.GetUUID()
-		case "name":
-			v, _ = dev.GetName()
-		case "memory.total", "memory.used":
-			mem, _ := dev.GetMemoryInfo_v2()
-			b := mem.Total
-			if f == "memory.used" {
-				b = mem.Used
-			}
-			v, unit = strconv.FormatUint(b>>20, 10), "MiB"
-		case "utilization.gpu":
-			v, unit = strconv.Itoa(int(math.Round(node.Utilization(0, time.Now())))), "%"
-		case "mig.mode.current":
-			v = "[N/A]"
-		default:
-			fmt.Fprintf(stderr, "Field \"%s\" is not a valid field to query.\n", f)
-			return 2
-		}
-		name := f
-		if unit != "" {
-			name += " [" + unit + "]"
-			if units {
-				v += " " + unit
-			}
-		}
-		names, values = append(names, name), append(values, v)
-	}
-	if header {
-		fmt.Fprintln(stdout, strings.Join(names, ", "))
-	}
-	fmt.Fprintln(stdout, strings.Join(values, ", "))
-	return 0
-}
 
 // fakeDutyLoad takes the load generator's arguments and holds nothing: in
 // the dry run the scenario sets utilization and memory.

@@ -119,12 +119,22 @@ type harness struct {
 	intended func(level int, from, to time.Time) float64
 	// intendedNote qualifies the intended column in the table.
 	intendedNote string
+	// holderProcess says whether a process nvidia-smi lists is the test
+	// container's: none on a GPU (the load runs outside any container), the
+	// scenario's process in the dry run.
+	holderProcess func(pid, name string) bool
+	// mps is set when the load runs as an MPS client; mig when GPU 0 is
+	// partitioned (processes and GPM are then per instance, not compared
+	// on the parent).
+	mps, mig bool
+	// modeRows say which GPU modes (MIG, MPS) this run covered.
+	modeRows []row
 }
 
 // gpuInfo is what nvidia-smi says about GPU 0.
 type gpuInfo struct {
-	UUID, Name string
-	TotalMiB   float64
+	UUID, Name, Driver string
+	TotalMiB           float64
 }
 
 // levelResult is one duty level's measurements, all over the same window.
@@ -154,6 +164,9 @@ type report struct {
 	SMIMedian                    time.Duration
 	SMIRuns                      int
 	RSSKiB                       int64
+	// Families compares every other family with nvidia-smi; Modes says
+	// which GPU modes the run covered.
+	Families, Modes []row
 }
 
 // run drives the whole validation and returns its report. It fails the test
@@ -179,9 +192,12 @@ func (h *harness) run(t *testing.T) *report {
 		Mode: h.mode, LoadName: h.loadName, IntendedNote: h.intendedNote, GPU: gpu,
 		Window: h.window, Poll: h.poll, MemoryMiB: h.memoryMiB,
 	}
+	fam := h.startFamilies(t, e)
 	for _, level := range h.levels {
 		rep.Levels = append(rep.Levels, h.runLevel(t, e, gpu.UUID, level))
 	}
+	rep.Families = h.checkFamilies(t, e, gpu.UUID, fam)
+	rep.Modes = h.modeRows
 	h.measureLatency(t, e, rep)
 	return rep
 }
@@ -342,6 +358,8 @@ func (r *report) rows() []row {
 				ok:       verdict(math.Abs(w.MemTotalExporter-w.MemTotalSMI) <= memoryToleranceMiB),
 			})
 	}
+	rows = append(rows, r.Families...)
+	rows = append(rows, r.Modes...)
 	rows = append(rows,
 		row{
 			what:     "latency, median",
@@ -375,7 +393,7 @@ func (r *report) failures() []string {
 func (r *report) table() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kube-gpu-exporter GPU validation: %s\n\n", r.Mode)
-	fmt.Fprintf(&b, "GPU 0: %s (%s), %.0f MiB; load: %s; window %s, poll %s", r.GPU.Name, r.GPU.UUID, r.GPU.TotalMiB, r.LoadName, r.Window, r.Poll)
+	fmt.Fprintf(&b, "GPU 0: %s (%s), %.0f MiB, driver %s; load: %s; window %s, poll %s", r.GPU.Name, r.GPU.UUID, r.GPU.TotalMiB, r.GPU.Driver, r.LoadName, r.Window, r.Poll)
 	if r.IntendedNote != "" {
 		fmt.Fprintf(&b, "; intended: %s", r.IntendedNote)
 	}
@@ -468,7 +486,7 @@ func number(field, s string) (float64, error) {
 }
 
 func queryGPU(smi func(...string) *exec.Cmd) (gpuInfo, error) {
-	rec, err := queryCSV(smi, "uuid", "name", "memory.total")
+	rec, err := queryCSV(smi, "uuid", "name", "memory.total", "driver_version")
 	if err != nil {
 		return gpuInfo{}, err
 	}
@@ -479,7 +497,7 @@ func queryGPU(smi func(...string) *exec.Cmd) (gpuInfo, error) {
 	if !strings.HasPrefix(rec[0], "GPU-") {
 		return gpuInfo{}, fmt.Errorf("nvidia-smi uuid %q is not a GPU UUID", rec[0])
 	}
-	return gpuInfo{UUID: rec[0], Name: rec[1], TotalMiB: total}, nil
+	return gpuInfo{UUID: rec[0], Name: rec[1], TotalMiB: total, Driver: rec[3]}, nil
 }
 
 // queryMemory returns GPU 0's used and total memory in MiB.
@@ -645,29 +663,34 @@ func startExporter(t *testing.T, bin string, args ...string) *exporter {
 // duty cycle: NVML is up, the fake kubelet was read and the join matched.
 func waitForContainer(t *testing.T, e *exporter, uuid string) {
 	t.Helper()
+	waitForSeries(t, e, "containerGpuDutyCycle", map[string]string{"namespace": testNamespace, "pod": testPod, "container": testContainer, "gpu_id": uuid})
+}
+
+// waitForSeries waits up to 30s for the exporter to serve one series of
+// name with these labels, and returns its value.
+func waitForSeries(t *testing.T, e *exporter, name string, want map[string]string) float64 {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	want := map[string]string{"namespace": testNamespace, "pod": testPod, "container": testContainer, "gpu_id": uuid}
 	var last error
 	for time.Now().Before(deadline) {
 		body, err := e.scrape()
 		if err == nil {
 			var ss []series
 			if ss, err = parseExposition(body); err == nil {
-				_, err = find(ss, "containerGpuDutyCycle", want)
-				if err != nil {
-					nv, _ := find(ss, "kube_gpu_exporter_up", map[string]string{"source": "nvml"})
-					kl, _ := find(ss, "kube_gpu_exporter_up", map[string]string{"source": "kubelet"})
-					err = fmt.Errorf("%w (kube_gpu_exporter_up nvml=%v kubelet=%v)", err, nv, kl)
+				var v float64
+				if v, err = find(ss, name, want); err == nil {
+					return v
 				}
+				nv, _ := find(ss, "kube_gpu_exporter_up", map[string]string{"source": "nvml"})
+				kl, _ := find(ss, "kube_gpu_exporter_up", map[string]string{"source": "kubelet"})
+				err = fmt.Errorf("%w (kube_gpu_exporter_up nvml=%v kubelet=%v)", err, nv, kl)
 			}
-		}
-		if err == nil {
-			return
 		}
 		last = err
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("exporter does not serve the test container within 30s: %v\nlog:\n%s", last, e.Log())
+	t.Fatalf("exporter does not serve %s%v within 30s: %v\nlog:\n%s", name, want, last, e.Log())
+	return 0
 }
 
 // vmRSS returns a process's resident set size in KiB.

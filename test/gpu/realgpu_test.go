@@ -17,6 +17,8 @@ import (
 const (
 	// envLoad names a prebuilt dutyload binary (run.sh builds one with nvcc).
 	envLoad = "KGE_DUTYLOAD"
+	// envPtxLoad names a prebuilt ptxload binary (run.sh --build makes one).
+	envPtxLoad = "KGE_PTXLOAD"
 	// envPython names the Python interpreter for dutyload.py.
 	envPython = "KGE_PYTHON"
 )
@@ -42,17 +44,27 @@ func TestRealGPU(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nvidia-smi cannot read GPU 0: %v", err)
 	}
+	t.Logf("driver %s", gpu.Driver)
 	if rec, err := queryCSV(smi, "mig.mode.current"); err == nil && strings.EqualFold(rec[0], "Enabled") {
-		t.Fatal("MIG is enabled on GPU 0: NVML reports no utilization for a MIG-enabled GPU; run on a GPU without MIG (this test changes no GPU settings)")
+		// The MIG case: the GPU is partitioned already (the test never
+		// changes that); the duty levels need a whole GPU.
+		testRealMIG(t, smi, gpu)
+		return
 	}
 	if out, err := runSMI(smi("--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader", "-i", "0")); err == nil && strings.TrimSpace(out) != "" {
 		t.Logf("WARNING: other processes use GPU 0 and will add to every reading:\n%s", out)
 	}
 
 	loadName, load := pickLoad(t, gpu.UUID)
+	mps := mpsRunning()
+	mpsRow := notInMode("MPS", "no MPS control daemon (CUDA_MPS_PIPE_DIRECTORY or /tmp/nvidia-mps)")
+	if mps {
+		mpsRow = row{what: "MPS case", exporter: "the load runs as an MPS client", target: "its memory is in the per-process row"}
+	}
 	h := &harness{
 		mode:         "real GPU",
 		exporter:     exporterBinary(t),
+		extraArgs:    []string{"--kubeconfig=" + apiKubeconfig(t)},
 		window:       10 * time.Second,
 		poll:         time.Second,
 		settle:       4 * time.Second,
@@ -66,6 +78,11 @@ func TestRealGPU(t *testing.T) {
 		load:         load,
 		loadName:     loadName,
 		intended:     func(level int, _, _ time.Time) float64 { return float64(level) },
+		// The load runs outside any container: all its memory is the
+		// exporter's unattributed use.
+		holderProcess: func(string, string) bool { return false },
+		mps:           mps,
+		modeRows:      []row{notInMode("MIG", "MIG is disabled on GPU 0"), mpsRow},
 	}
 	rep := h.run(t)
 	rep.publish(t, "gpu-validation-real.md")
@@ -101,9 +118,12 @@ func findNVML() string {
 }
 
 // pickLoad chooses the load generator: a prebuilt dutyload ($KGE_DUTYLOAD),
-// else dutyload.cu built with nvcc, else dutyload.py with PyTorch, else with
-// CuPy. The load is pinned to the GPU under test by UUID, since CUDA's device
-// order need not be nvidia-smi's.
+// else ptxload (prebuilt in $KGE_PTXLOAD, or built here from ptxload.c with
+// gcc), which needs only the driver, else dutyload.cu built with nvcc, else
+// dutyload.py with PyTorch, else with CuPy. ptxload must pass a short trial
+// first: its PTX is compiled by the driver at run time, and a driver that
+// refuses it leaves the others to try. The load is pinned to the GPU under
+// test by UUID, since CUDA's device order need not be nvidia-smi's.
 func pickLoad(t *testing.T, uuid string) (string, func(duty int, seconds float64, mib int) *exec.Cmd) {
 	t.Helper()
 	args := func(duty int, seconds float64, mib int) []string {
@@ -128,6 +148,23 @@ func pickLoad(t *testing.T, uuid string) (string, func(duty int, seconds float64
 		}
 		return binary("dutyload.cu (prebuilt, "+envLoad+")", abs)
 	}
+	var tried []string
+	ptx, how := os.Getenv(envPtxLoad), "prebuilt, "+envPtxLoad
+	if ptx == "" {
+		if _, err := exec.LookPath("gcc"); err == nil {
+			ptx, how = buildPtxLoad(t), "gcc"
+		} else {
+			tried = append(tried, "ptxload.c: no gcc and no "+envPtxLoad)
+		}
+	}
+	if ptx != "" {
+		out, err := pin(exec.Command(ptx, "50", "0.3", "0")).CombinedOutput()
+		if err == nil && strings.Contains(string(out), "DONE") {
+			return binary("ptxload.c ("+how+", driver-only PTX)", ptx)
+		}
+		t.Logf("ptxload trial failed, trying the other load generators: %v\n%s", err, out)
+		tried = append(tried, fmt.Sprintf("ptxload (%s): %v %s", how, err, strings.TrimSpace(lastLine(string(out)))))
+	}
 	src := filepath.Join("load", "dutyload.cu")
 	if nvcc, err := exec.LookPath("nvcc"); err == nil {
 		bin := filepath.Join(t.TempDir(), "dutyload")
@@ -136,6 +173,7 @@ func pickLoad(t *testing.T, uuid string) (string, func(duty int, seconds float64
 		}
 		return binary("dutyload.cu (nvcc)", bin)
 	}
+	tried = append(tried, "nvcc not in PATH")
 	py := os.Getenv(envPython)
 	if py == "" {
 		py = "python3"
@@ -144,7 +182,6 @@ func pickLoad(t *testing.T, uuid string) (string, func(duty int, seconds float64
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tried []string
 	for _, b := range []struct{ backend, probe string }{
 		{"torch", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"},
 		{"cupy", "import cupy, sys; sys.exit(0 if cupy.cuda.runtime.getDeviceCount() > 0 else 1)"},
@@ -159,9 +196,9 @@ func pickLoad(t *testing.T, uuid string) (string, func(duty int, seconds float64
 			return pin(exec.Command(py, append([]string{script, "--backend", backend}, args(duty, seconds, mib)...)...))
 		}
 	}
-	t.Fatalf("no GPU load generator: set %s to a dutyload binary, install nvcc (CUDA toolkit) to build %s, "+
-		"or Python with PyTorch or CuPy (%s to choose the interpreter). Tried: nvcc not in PATH; %s",
-		envLoad, src, envPython, strings.Join(tried, "; "))
+	t.Fatalf("no GPU load generator: set %s to a dutyload binary or %s to a ptxload binary, install gcc to build load/ptxload.c, "+
+		"nvcc (CUDA toolkit) to build %s, or Python with PyTorch or CuPy (%s to choose the interpreter). Tried: %s",
+		envLoad, envPtxLoad, src, envPython, strings.Join(tried, "; "))
 	return "", nil
 }
 

@@ -2,13 +2,15 @@
 # Real-GPU validation of kube-gpu-exporter: `make test-gpu`. What it measures
 # and the targets are in docs/gpu-validation.md.
 #
-#   test/gpu/run.sh             build the exporter (and dutyload.cu when nvcc is
-#                               installed), then run TestRealGPU with go test
-#   test/gpu/run.sh --build     only build the test binary and the exporter into
-#                               test/gpu/bin, gzipped (about 25 MB together), to
-#                               carry to a GPU machine without Go
-#   test/gpu/run.sh --prebuilt  run those binaries (no Go needed; nvcc, PyTorch or
-#                               CuPy provide the load)
+#   test/gpu/run.sh             build the exporter and the driver-only load
+#                               generator (load/ptxload.c, with gcc), then run
+#                               TestRealGPU with go test
+#   test/gpu/run.sh --build     only build the test binary, the exporter and
+#                               ptxload into test/gpu/bin, gzipped (about 25 MB
+#                               together), to carry to a GPU machine without Go
+#   test/gpu/run.sh --prebuilt  run those binaries (no Go, CUDA toolkit or Python
+#                               needed: ptxload needs only the driver; nvcc,
+#                               PyTorch or CuPy are fallbacks)
 #
 # GPU_TEST_OUT=<dir> also writes the result table to <dir>. The test only reads
 # GPU settings; it never changes them.
@@ -35,33 +37,47 @@ build_exporter() {
 	go build -trimpath -ldflags "$(scripts/build-flags.sh ldflags)" -o "$bin/kube-gpu-exporter" ./cmd/exporter
 }
 
-# The CUDA load generator, when a CUDA compiler is here; otherwise the test
-# falls back to load/dutyload.py.
+# The driver-only load generator: plain C that opens libcuda.so.1 at run
+# time and has the driver compile its PTX kernel.
+build_ptxload() {
+	if command -v gcc >/dev/null 2>&1; then
+		echo "building test/gpu/load/ptxload.c with $(command -v gcc)"
+		gcc -O2 -std=c11 -Wall -Wextra -o "$bin/ptxload" test/gpu/load/ptxload.c -ldl
+	fi
+}
+
+# The load: ptxload when it was built; otherwise dutyload.cu when a CUDA
+# compiler is here, else the test falls back to load/dutyload.py. A driver
+# that refuses ptxload's PTX makes the test try nvcc and Python itself.
 build_load() {
-	if command -v nvcc >/dev/null 2>&1; then
+	if [ -x "$bin/ptxload" ]; then
+		export KGE_PTXLOAD=$bin/ptxload
+	elif command -v nvcc >/dev/null 2>&1; then
 		echo "building test/gpu/load/dutyload.cu with $(command -v nvcc)"
 		nvcc -O2 -o "$bin/dutyload" test/gpu/load/dutyload.cu
 		export KGE_DUTYLOAD=$bin/dutyload
 	else
-		echo "nvcc not found: the load will be test/gpu/load/dutyload.py (PyTorch or CuPy)"
+		echo "neither gcc nor nvcc found: the load will be test/gpu/load/dutyload.py (PyTorch or CuPy)"
 	fi
 }
 
 case "${1:-}" in
 "")
 	build_exporter
+	build_ptxload
 	build_load
 	KUBE_GPU_EXPORTER_BINARY=$bin/kube-gpu-exporter go test -tags gpu -run '^TestRealGPU$' -count=1 -v -timeout 8m ./test/gpu/
 	;;
 --build)
 	build_exporter
+	build_ptxload
 	echo "building the test binary"
 	go test -c -tags gpu -trimpath -ldflags '-s -w' -o "$bin/gpu.test" ./test/gpu
-	gzip -9f "$bin/gpu.test" "$bin/kube-gpu-exporter"
+	gzip -9f "$bin/gpu.test" "$bin/kube-gpu-exporter" "$bin/ptxload"
 	ls -l "$bin"
 	;;
 --prebuilt)
-	for f in gpu.test kube-gpu-exporter; do
+	for f in gpu.test kube-gpu-exporter ptxload; do
 		if [ -f "$bin/$f.gz" ]; then
 			gzip -dc "$bin/$f.gz" >"$bin/$f"
 			chmod +x "$bin/$f"
