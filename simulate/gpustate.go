@@ -53,6 +53,11 @@ type XidEvent struct {
 	After    Duration `yaml:"after"`
 	Code     int      `yaml:"code"`
 	Instance *int     `yaml:"instance"`
+	// Lost makes the GPU fall off the bus with this Xid, as a real Xid 79
+	// does: once the event is delivered, every call on the GPU and its
+	// instances answers GPU_IS_LOST, and so does every wait of an event
+	// set holding it.
+	Lost bool `yaml:"lost"`
 }
 
 // maxXidAfter bounds an Xid's offset: a day is longer than any test or
@@ -123,6 +128,9 @@ func (s *Scenario) validateGPUState(bad func(path, format string, args ...any)) 
 			}
 			if x.Instance != nil && (*x.Instance < 0 || *x.Instance >= len(s.MIG[g])) {
 				bad(at+".instance", "GPU %d has %d MIG instances", g, len(s.MIG[g]))
+			}
+			if x.Lost && x.Instance != nil {
+				bad(at+".lost", "a MIG instance does not fall off the bus alone: lose the whole GPU")
 			}
 		}
 	}

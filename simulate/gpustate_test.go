@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -77,21 +78,22 @@ func TestSimulatedTelemetry(t *testing.T) {
 
 func TestGPUStateErrors(t *testing.T) {
 	for yaml, want := range map[string]string{
-		"gpus: 1\ngpuState:\n  1: {temperature: 50}\n":                           "gpuState.1: GPU 1 does not exist",
-		"gpus: 1\ngpuState:\n  0: {temperature: 500}\n":                          "gpuState.0.temperature: 500 is out of range",
-		"gpus: 1\ngpuState:\n  0: {powerWatts: -1}\n":                            "gpuState.0.powerWatts",
-		"gpus: 1\ngpuState:\n  0: {powerLimitWatts: .nan}\n":                     "gpuState.0.powerLimitWatts",
-		"gpus: 1\ngpuState:\n  0: {smClockMHz: 2000, smMaxClockMHz: 1410}\n":     "gpuState.0.smClockMHz: 2000 is above",
-		"gpus: 1\ngpuState:\n  0: {clockEvents: [too_hot]}\n":                    `gpuState.0.clockEvents[0]: unknown reason "too_hot"`,
-		"gpus: 1\ngpuState:\n  0: {clockEvents: [gpu_idle, gpu_idle]}\n":         "gpuState.0.clockEvents[1]",
-		"gpus: 1\ngpuState:\n  0: {ecc: {uncorrectedVolatile: 2}}\n":             "gpuState.0.ecc: an aggregate count",
-		"gpus: 1\ngpuState:\n  0: {ecc: {correctedVolatile: -1}}\n":              "gpuState.0.ecc: counts cannot be negative",
-		"gpus: 1\ngpuState:\n  0: {remappedRows: {uncorrectable: -2}}\n":         "gpuState.0.remappedRows",
-		"gpus: 1\ngpuState:\n  0: {xid: [{after: -1s, code: 79}]}\n":             "gpuState.0.xid[0].after",
-		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 0}]}\n":               "gpuState.0.xid[0].code",
-		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 79, instance: 0}]}\n": "gpuState.0.xid[0].instance: GPU 0 has 0 MIG instances",
-		"gpus: 1\ngpuState:\n  0: {xid: [{after: soon, code: 79}]}\n":            "invalid duration",
-		"gpus: 1\ngpuState:\n  0: {fanSpeed: 3}\n":                               "field fanSpeed not found",
+		"gpus: 1\ngpuState:\n  1: {temperature: 50}\n":                                                                                    "gpuState.1: GPU 1 does not exist",
+		"gpus: 1\ngpuState:\n  0: {temperature: 500}\n":                                                                                   "gpuState.0.temperature: 500 is out of range",
+		"gpus: 1\ngpuState:\n  0: {powerWatts: -1}\n":                                                                                     "gpuState.0.powerWatts",
+		"gpus: 1\ngpuState:\n  0: {powerLimitWatts: .nan}\n":                                                                              "gpuState.0.powerLimitWatts",
+		"gpus: 1\ngpuState:\n  0: {smClockMHz: 2000, smMaxClockMHz: 1410}\n":                                                              "gpuState.0.smClockMHz: 2000 is above",
+		"gpus: 1\ngpuState:\n  0: {clockEvents: [too_hot]}\n":                                                                             `gpuState.0.clockEvents[0]: unknown reason "too_hot"`,
+		"gpus: 1\ngpuState:\n  0: {clockEvents: [gpu_idle, gpu_idle]}\n":                                                                  "gpuState.0.clockEvents[1]",
+		"gpus: 1\ngpuState:\n  0: {ecc: {uncorrectedVolatile: 2}}\n":                                                                      "gpuState.0.ecc: an aggregate count",
+		"gpus: 1\ngpuState:\n  0: {ecc: {correctedVolatile: -1}}\n":                                                                       "gpuState.0.ecc: counts cannot be negative",
+		"gpus: 1\ngpuState:\n  0: {remappedRows: {uncorrectable: -2}}\n":                                                                  "gpuState.0.remappedRows",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: -1s, code: 79}]}\n":                                                                      "gpuState.0.xid[0].after",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 0}]}\n":                                                                        "gpuState.0.xid[0].code",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: 1s, code: 79, instance: 0}]}\n":                                                          "gpuState.0.xid[0].instance: GPU 0 has 0 MIG instances",
+		"gpus: 1\ngpuState:\n  0: {xid: [{after: soon, code: 79}]}\n":                                                                     "invalid duration",
+		"model: H100-SXM5-80GB\ngpus: 1\nmig:\n  0: [1g.10gb]\ngpuState:\n  0: {xid: [{after: 1s, code: 79, instance: 0, lost: true}]}\n": "gpuState.0.xid[0].lost",
+		"gpus: 1\ngpuState:\n  0: {fanSpeed: 3}\n":                                                                                        "field fanSpeed not found",
 	} {
 		_, err := Parse([]byte(yaml))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -206,5 +208,49 @@ func TestDoubleBitErrorCountsOnce(t *testing.T) {
 	<-done
 	if got := smp.Snapshot().Devices[0].Xid; got[48] != 1 || len(got) != 1 {
 		t.Errorf("Xid counts %v, want {48: 1}", got)
+	}
+}
+
+// TestLostGPU: an Xid with lost set is delivered, then the GPU answers
+// GPU_IS_LOST on every call and its handle lookups, as after a real Xid
+// 79. The sampler counts the Xid, reports the GPU lost and keeps reading
+// the other one; its event goroutine backs off instead of spinning on the
+// lost GPU's immediate answers.
+func TestLostGPU(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	n := startYAML(t, "model: H100-SXM5-80GB\ngpus: 2\ngpuState:\n  0: {xid: [{after: 0s, code: 79, lost: true}]}\n", func() time.Time { return at })
+	before, ret := n.NVML.DeviceGetHandleByIndex(0)
+	if ret != gonvml.SUCCESS {
+		t.Fatal(ret)
+	}
+	smp := nvml.NewSampler(n.NVML, nvml.Config{Window: time.Minute, Interval: 20 * time.Millisecond, Now: func() time.Time { return at }, Telemetry: true, Health: true, Events: true})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); smp.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testkit.Eventually(t, 5*time.Second, "GPU 0 lost", func() bool {
+		snap := smp.Snapshot()
+		return snap != nil && len(snap.Lost) == 1
+	})
+	snap := smp.Snapshot()
+	if snap.Lost[0].UUID != UUID(0) || len(snap.Devices) != 1 || snap.Devices[0].UUID != UUID(1) {
+		t.Fatalf("lost %v, devices %d (first %s): want GPU 0 lost and GPU 1 read", snap.Lost, len(snap.Devices), snap.Devices[0].UUID)
+	}
+	if _, ret := n.NVML.DeviceGetHandleByIndex(0); ret != gonvml.ERROR_GPU_IS_LOST {
+		t.Errorf("handle of the lost GPU: %v", ret)
+	}
+	if _, ret := before.GetPowerUsage(); ret != gonvml.ERROR_GPU_IS_LOST {
+		t.Errorf("power of the lost GPU through its old handle: %v", ret)
+	}
+	if _, ret := before.GetUUID(); ret != gonvml.ERROR_GPU_IS_LOST {
+		t.Errorf("UUID of the lost GPU through its old handle: %v", ret)
+	}
+	if _, ret := n.NVML.DeviceGetHandleByIndex(1); ret != gonvml.SUCCESS {
+		t.Errorf("GPU 1: %v", ret)
+	}
+	errs := smp.Errors()
+	time.Sleep(300 * time.Millisecond)
+	if got := smp.Errors(); fmt.Sprint(got) != fmt.Sprint(errs) {
+		t.Errorf("errors counted while the GPU stays lost: %v, then %v", errs, got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/fakekubelet"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 )
 
 // UUID is the deterministic UUID of simulated GPU i, so dashboards, golden
@@ -70,6 +71,7 @@ type Node struct {
 	started  time.Time // Xid offsets and energy count from here
 	xids     xidSchedule
 	holders  map[devKey][]holder
+	bus      []*nvmltest.Bus // per GPU: on the bus, or lost after an Xid with lost set
 	server   *fakekubelet.Server
 	api      *apiServer
 	dir      string

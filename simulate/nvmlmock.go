@@ -11,6 +11,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/nvmltest"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
 )
 
@@ -42,6 +43,10 @@ func (n *Node) buildNVML() gonvml.Interface {
 		cfgs[i] = cfg
 	}
 	srv := dgxa100.NewWithGPUs(cfgs...)
+	n.bus = make([]*nvmltest.Bus, len(srv.Devices))
+	for i := range n.bus {
+		n.bus[i] = &nvmltest.Bus{}
+	}
 	for i, d := range srv.Devices {
 		i, dev := i, d.(*server.Device)
 		dev.UUID = UUID(i)
@@ -120,6 +125,7 @@ func (n *Node) buildNVML() gonvml.Interface {
 	}
 	n.serveGPM(srv)
 	n.serveEvents(srv)
+	n.wireBus(srv)
 	return srv
 }
 
@@ -163,6 +169,9 @@ func (n *Node) partition(dev *server.Device, i int, profiles []string) {
 			},
 		}
 	}
+	for _, m := range migs {
+		n.bus[i].Wire(m.(*mock.Device)) // an instance is lost with its GPU
+	}
 	if !n.scenario.MIGMonitor {
 		// nvml.h, nvmlDeviceGetMemoryInfo: "In MIG mode, if device handle
 		// is provided, the API returns aggregate information, only if the
@@ -176,5 +185,30 @@ func (n *Node) partition(dev *server.Device, i int, profiles []string) {
 			return nil, gonvml.ERROR_NOT_FOUND
 		}
 		return migs[j], gonvml.SUCCESS
+	}
+}
+
+// wireBus makes a GPU that fell off the bus answer GPU_IS_LOST on every
+// call, its handle lookups included (nvml.h, nvmlDeviceGetHandleByIndex:
+// NVML_ERROR_GPU_IS_LOST "if the target GPU has fallen off the bus").
+func (n *Node) wireBus(srv *server.Server) {
+	for i, d := range srv.Devices {
+		n.bus[i].Wire(&d.(*server.Device).Device)
+	}
+	byIndex := srv.DeviceGetHandleByIndexFunc
+	srv.DeviceGetHandleByIndexFunc = func(i int) (gonvml.Device, gonvml.Return) {
+		if i >= 0 && i < len(n.bus) && n.bus[i].IsLost() {
+			return nil, gonvml.ERROR_GPU_IS_LOST
+		}
+		return byIndex(i)
+	}
+	byUUID := srv.DeviceGetHandleByUUIDFunc
+	srv.DeviceGetHandleByUUIDFunc = func(uuid string) (gonvml.Device, gonvml.Return) {
+		for i := range n.bus {
+			if uuid == UUID(i) && n.bus[i].IsLost() {
+				return nil, gonvml.ERROR_GPU_IS_LOST
+			}
+		}
+		return byUUID(uuid)
 	}
 }

@@ -247,6 +247,7 @@ type scheduledXid struct {
 	gpu    int
 	gi, ci uint32
 	code   uint64
+	lost   bool // the GPU falls off the bus once the Xid is delivered
 }
 
 // xidSchedule hands scenario Xids to the mock event set as the node's
@@ -256,6 +257,7 @@ type scheduledXid struct {
 type xidSchedule struct {
 	mu      sync.Mutex
 	pending []scheduledXid
+	losing  []scheduledXid // delivered Xids whose GPU is lost once they are read
 	closed  atomic.Bool
 }
 
@@ -271,7 +273,7 @@ func (n *Node) serveEvents(srv *server.Server) {
 	sched := &n.xids
 	for i := 0; i < n.scenario.GPUs; i++ {
 		for _, x := range n.scenario.GPUState[i].Xid {
-			s := scheduledXid{after: time.Duration(x.After), gpu: i, gi: 0xFFFFFFFF, ci: 0xFFFFFFFF, code: uint64(x.Code)}
+			s := scheduledXid{after: time.Duration(x.After), gpu: i, gi: 0xFFFFFFFF, ci: 0xFFFFFFFF, code: uint64(x.Code), lost: x.Lost}
 			if x.Instance != nil {
 				s.gi, s.ci = uint32(MIGInstanceID(*x.Instance)), 0
 			}
@@ -300,9 +302,32 @@ func (n *Node) serveEvents(srv *server.Server) {
 					continue
 				}
 				ev.Inject(srv.Devices[x.gpu], x.code, x.gi, x.ci)
+				if x.lost {
+					sched.losing = append(sched.losing, x)
+				}
 			}
 			sched.mu.Unlock()
 		}
-		return wait(set, timeoutms)
+		data, ret := wait(set, timeoutms)
+		if ret == gonvml.SUCCESS {
+			n.loseAfter(sched, &ev, srv, data)
+		}
+		return data, ret
+	}
+}
+
+// loseAfter takes a GPU off the bus once the Xid that loses it has been
+// delivered: the driver reports Xid 79 and from then on the GPU answers
+// GPU_IS_LOST, its event sets included.
+func (n *Node) loseAfter(sched *xidSchedule, ev *nvmltest.Events, srv *server.Server, data gonvml.EventData) {
+	sched.mu.Lock()
+	defer sched.mu.Unlock()
+	for k, x := range sched.losing {
+		if data.Device == srv.Devices[x.gpu] && data.EventData == x.code {
+			sched.losing = append(sched.losing[:k:k], sched.losing[k+1:]...)
+			n.bus[x.gpu].Lose()
+			ev.Lose(srv.Devices[x.gpu])
+			return
+		}
 	}
 }
