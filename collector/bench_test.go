@@ -46,9 +46,11 @@ func startCase(tb testing.TB, c benchnode.Case, cacheTTL time.Duration, now func
 	tb.Cleanup(n.Close)
 	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now,
 		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, nil)
-	// Fill the client's cache, so a timed scrape never waits for the kubelet.
-	if _, err := n.Kubelet.Read(context.Background()); err != nil {
-		tb.Fatal(err)
+	// One accounting step reads the kubelet, as the exporter's background
+	// loop does before it serves: scrapes then never call it.
+	coll.Account(context.Background())
+	if n.Kubelet.Calls() == 0 {
+		tb.Fatal("the accounting step did not read the kubelet")
 	}
 	return n, coll
 }
@@ -239,10 +241,31 @@ func BenchmarkScrape(b *testing.B) {
 	}
 }
 
+// BenchmarkAccount times one accounting step, which the exporter runs once
+// per NVML poll off the scrape path: the kubelet call (served from the
+// client's cache here: BenchmarkKubeletFetchUncached times the call), the
+// join and the energy, GPU-seconds and Xid ledgers. Each iteration takes a
+// new poll, since a step on a poll already taken does nothing.
+func BenchmarkAccount(b *testing.B) {
+	for _, c := range benchnode.Cases() {
+		n, coll := startCase(b, c, time.Hour, nil)
+		b.Run(c.Name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				n.Sampler.Poll()
+				b.StartTimer()
+				coll.Account(ctx)
+			}
+		})
+	}
+}
+
 // BenchmarkKubeletFetchUncached times one pod-resources round trip with no
 // cache: List and GetAllocatableResources over the socket, decoding and
-// reduction to GPU containers. A scrape pays it at most once per cache TTL,
-// and concurrent scrapes share it.
+// reduction to GPU containers. The exporter pays it once per NVML poll, in
+// its accounting step; scrapes never do.
 func BenchmarkKubeletFetchUncached(b *testing.B) {
 	for _, c := range benchnode.Cases() {
 		b.Run(c.Name, func(b *testing.B) {

@@ -7,7 +7,6 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"time"
@@ -105,6 +104,7 @@ type Collector struct {
 	accounts  *level[ContainerAccount]
 	devAcct   *level[DeviceAccount]
 	energy    *energyLedger
+	bg        background
 	self      selfDescs
 	log       *stateLog
 	unmatched *idLog
@@ -200,7 +200,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) Collect(ch chan<- prometheus.Metric) { c.collect(context.Background(), ch) }
 
 // WithContext returns a prometheus.Collector bound to one scrape's context,
-// so the scrape deadline reaches the kubelet call.
+// so the scrape deadline reaches the sources (the kubelet call, before the
+// first accounting step has made one).
 func (c *Collector) WithContext(ctx context.Context) prometheus.Collector {
 	return scoped{c: c, ctx: ctx}
 }
@@ -214,8 +215,9 @@ func (s scoped) Describe(ch chan<- *prometheus.Desc) { s.c.Describe(ch) }
 func (s scoped) Collect(ch chan<- prometheus.Metric) { s.c.collect(s.ctx, ch) }
 
 // Gather reads every source's snapshot once and joins them. It makes no
-// NVML call and reads no file: the kubelet call is the only I/O, shared
-// and cached by the pod-resources client.
+// NVML or kubelet call and reads no file: the kubelet's assignment is the
+// one the last accounting step read (Account), and the ledgers are only
+// read. Before the first step it calls the kubelet itself.
 func (c *Collector) Gather(ctx context.Context) (View, Health) {
 	var h Health
 	in := Inputs{Matcher: c.cfg.Matcher}
@@ -237,15 +239,9 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 	}
 
 	if c.kubelet != nil {
-		start := c.cfg.Now()
-		ks, err := c.kubelet.Read(ctx)
-		h.KubeletDuration = c.cfg.Now().Sub(start).Seconds()
+		ks, dur, err := c.kubeletView(ctx)
+		h.KubeletDuration = dur
 		h.HasKubelet = true
-		// A scrape cancelled (its client gone, or the exporter shutting
-		// down) says nothing about the kubelet: no outage is logged.
-		if !errors.Is(ctx.Err(), context.Canceled) {
-			c.log.set("kubelet-down", err != nil, "kubelet pod-resources unavailable; serving node-level metrics only", "err", err)
-		}
 		if err == nil {
 			h.KubeletUp = true
 			in.Kubelet = ks
@@ -267,10 +263,10 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 			addHealth(&v, snap.Lost, snap.Taken)
 		}
 		if c.cfg.Events && in.Kubelet != nil {
-			v.ContainerXids = c.xids.update(&v, c.cfg.Now())
+			v.ContainerXids = c.xids.read()
 		}
 		if c.cfg.Chargeback && in.Kubelet != nil {
-			v.Accounts, v.DeviceAccounts = c.energy.update(&v, c.cfg.Now())
+			v.Accounts, v.DeviceAccounts = c.energy.read(&v)
 		}
 	}
 	return v, h

@@ -36,8 +36,9 @@ type accountRow struct {
 	lastSeen time.Time
 }
 
-// energyLedger splits each GPU's energy between scrapes among the
-// containers holding it at the scrape, and counts GPU-seconds:
+// energyLedger splits each GPU's energy between two accounting steps,
+// which run at the sampler's pace off the scrape path (Collector.Account),
+// among the containers holding it at the step, and counts GPU-seconds:
 //
 //   - a GPU held by one container: all of its energy;
 //   - a MIG-enabled GPU: by each instance's share of the GPU's compute
@@ -53,15 +54,18 @@ type accountRow struct {
 // of the physical GPU held (1, the instance's slices, or 1/holders); used
 // GPU-seconds weight it by the container's duty cycle. Everything is a
 // counter of this exporter, so increase() over any range survives scrape
-// gaps and restarts without double counting. A container's rows outlive it
-// by retention, at most max rows.
+// gaps and restarts without double counting. Scrapes only read the counters
+// (read), so how often and by how many scrapers they are read changes
+// nothing, and a container that lives between two scrapes is billed for the
+// steps it was seen at. A container's rows outlive it by retention, at most
+// max rows.
 type energyLedger struct {
 	retention time.Duration
 	max       int
 
 	mu       sync.Mutex
 	lastAt   time.Time
-	lastJ    map[string]float64 // GPU UUID -> energy counter at the last scrape
+	lastJ    map[string]float64 // GPU UUID -> energy counter at the last step
 	rows     map[accountKey]*accountRow
 	unalloc  map[string]float64 // GPU UUID -> unallocated joules
 	unattrib map[string]float64
@@ -94,8 +98,10 @@ func migSlices(profile string) float64 {
 // maxSlices is the compute slices of a whole GPU in MIG mode.
 const maxSlices = 7
 
-// update accounts the time and energy since the previous scrape.
-func (l *energyLedger) update(v *View, now time.Time) ([]ContainerAccount, []DeviceAccount) {
+// account gives the time and energy since the previous step to the
+// holders of this step's view; now is when the view's NVML readings were
+// taken.
+func (l *energyLedger) account(v *View, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	elapsed := 0.0
@@ -210,7 +216,13 @@ func (l *energyLedger) update(v *View, now time.Time) ([]ContainerAccount, []Dev
 	}
 
 	prune(l.rows, func(r *accountRow) time.Time { return r.lastSeen }, now, l.retention, l.max)
+}
 
+// read returns the counters for a scrape: every container row kept, and
+// the unallocated and unattributed energy of the view's devices.
+func (l *energyLedger) read(v *View) ([]ContainerAccount, []DeviceAccount) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	out := make([]ContainerAccount, 0, len(l.rows))
 	for _, r := range l.rows {
 		out = append(out, r.ContainerAccount)

@@ -51,13 +51,13 @@ func TestEnergyLedgerAddsUpToTheGPUs(t *testing.T) {
 	}
 	l := newEnergyLedger(time.Hour, 100)
 	t0 := time.Unix(1_800_000_000, 0)
-	l.update(n.view(), t0) // first sight: nothing to give yet
+	l.step(n.view(), t0) // first sight: nothing to give yet
 
 	step := func(delta float64, at time.Time) (map[string]ContainerAccount, float64, float64) {
 		for k := range n.joules {
 			n.joules[k] += delta
 		}
-		ctrs, devs := l.update(n.view(), at)
+		ctrs, devs := l.step(n.view(), at)
 		out := map[string]ContainerAccount{}
 		for _, c := range ctrs {
 			out[c.Pod] = c
@@ -130,8 +130,8 @@ func TestEnergyLedgerWithoutEnergy(t *testing.T) {
 	v.Usage = []Usage{{Namespace: "ns", Pod: "p", Container: "c", Device: &v.Devices[0], Share: 1, HasShare: true}}
 	l := newEnergyLedger(time.Hour, 10)
 	t0 := time.Unix(1_800_000_000, 0)
-	l.update(v, t0)
-	ctrs, devs := l.update(v, t0.Add(time.Minute))
+	l.step(v, t0)
+	ctrs, devs := l.step(v, t0.Add(time.Minute))
 	if len(ctrs) != 1 || ctrs[0].HasEnergy || ctrs[0].AllocatedSeconds != 60 {
 		t.Fatalf("accounts = %+v", ctrs)
 	}
@@ -149,4 +149,10 @@ func TestMIGSlices(t *testing.T) {
 			t.Errorf("migSlices(%q) = %v, want %v", profile, got, want)
 		}
 	}
+}
+
+// step is one accounting step followed by a scrape's read.
+func (l *energyLedger) step(v *View, at time.Time) ([]ContainerAccount, []DeviceAccount) {
+	l.account(v, at)
+	return l.read(v)
 }

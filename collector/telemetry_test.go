@@ -61,32 +61,39 @@ func TestXidLedgerAttributesToHolders(t *testing.T) {
 		}
 		return v
 	}
-	count := func(rows []ContainerXid) map[string]float64 {
+	step := func(v *View, at time.Time) map[string]float64 {
+		l.update(v, at)
 		out := map[string]float64{}
-		for _, r := range rows {
+		for _, r := range l.read() {
 			out[r.Pod] = r.Count
 		}
 		return out
 	}
-	// First sight: counts since start go to the holders.
-	got := count(l.update(view(1, "a", "b"), now))
+	// First step: counts since start go to the holders of that step.
+	got := step(view(1, "a", "b"), now)
 	if got["a"] != 1 || got["b"] != 1 {
-		t.Fatalf("first scrape: %v", got)
+		t.Fatalf("first step: %v", got)
 	}
-	// Two more events; b has left, c arrived: only a and c get them.
-	got = count(l.update(view(3, "a", "c"), now.Add(time.Minute)))
-	if got["a"] != 3 || got["c"] != 2 || got["b"] != 1 {
-		t.Fatalf("second scrape: %v, want a 3, c 2, b kept at 1", got)
+	// Two events, then b left and c arrived before the next step: the
+	// events go to a and b, who held the GPU when they happened.
+	got = step(view(3, "a", "c"), now.Add(2*time.Second))
+	if got["a"] != 3 || got["b"] != 3 || got["c"] != 0 {
+		t.Fatalf("second step: %v, want a 3, b 3, c none", got)
+	}
+	// The next event happens while a and c hold it.
+	got = step(view(4, "a", "c"), now.Add(4*time.Second))
+	if got["a"] != 4 || got["c"] != 1 || got["b"] != 3 {
+		t.Fatalf("third step: %v, want a 4, c 1, b kept at 3", got)
 	}
 	// b's series outlives it by the retention, then goes.
-	got = count(l.update(view(3, "a", "c"), now.Add(time.Hour+2*time.Minute)))
-	if _, ok := got["b"]; ok || got["a"] != 3 {
+	got = step(view(4, "a", "c"), now.Add(time.Hour+2*time.Minute))
+	if _, ok := got["b"]; ok || got["a"] != 4 {
 		t.Fatalf("after retention: %v", got)
 	}
 	// A driver reload restarts the device count: new events still add.
-	got = count(l.update(view(1, "a"), now.Add(2*time.Hour)))
-	if got["a"] != 4 {
-		t.Fatalf("after a counter restart: a = %v, want 4", got["a"])
+	got = step(view(1, "a"), now.Add(2*time.Hour))
+	if got["a"] != 5 {
+		t.Fatalf("after a counter restart: a = %v, want 5", got["a"])
 	}
 	// The bound holds whatever the churn.
 	for i := range 10 {
@@ -94,6 +101,36 @@ func TestXidLedgerAttributesToHolders(t *testing.T) {
 	}
 	if len(l.rows) > 3 {
 		t.Fatalf("%d rows kept, bound 3", len(l.rows))
+	}
+}
+
+// TestXidJobDeletedBeforeNextStep: an Xid that ends a Job's pod, deleted
+// before the next accounting step, is the pod's; the pod that replaces it
+// on the same GPU before that step is not blamed.
+func TestXidJobDeletedBeforeNextStep(t *testing.T) {
+	gpu := nvml.Reading{DeviceInfo: nvml.DeviceInfo{UUID: "GPU-a", Name: "H100"}}
+	l := newXidLedger(time.Hour, 10)
+	now := time.Unix(1_800_000_000, 0)
+	view := func(xid uint64, holder string) *View {
+		d := gpu
+		d.Xid = map[uint64]uint64{}
+		if xid > 0 {
+			d.Xid[79] = xid
+		}
+		v := &View{Devices: []nvml.Reading{d}}
+		if holder != "" {
+			v.Usage = []Usage{{Namespace: "batch", Pod: holder, Container: "c", Device: &v.Devices[0]}}
+		}
+		return v
+	}
+	l.update(view(0, "job-1"), now)
+	l.update(view(1, "job-2"), now.Add(2*time.Second)) // job-1 hit and deleted, job-2 took the GPU
+	got := map[string]float64{}
+	for _, r := range l.read() {
+		got[r.Pod] = r.Count
+	}
+	if got["job-1"] != 1 || got["job-2"] != 0 {
+		t.Fatalf("Xid went to %v, want job-1 only", got)
 	}
 }
 
@@ -175,6 +212,7 @@ kube_gpu_health_status{` + lbl + `,reason="thermal_slowdown",status="degraded"} 
 	go s.Run(ctx)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		c.Account(ctx)
 		if v, ok := sampleOf(t, c, "kube_gpu_container_xid_errors_total", map[string]string{"pod": "b", "xid": "79"}); ok && v == 1 {
 			break
 		}

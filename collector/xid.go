@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -31,32 +32,47 @@ type xidRow struct {
 	lastSeen time.Time
 }
 
-// xidLedger gives Xid events to the containers that held the device: the
-// growth of a device's count since the previous scrape goes to every
-// container holding it now (an event on a device hits every job on it).
-// A container's rows outlive it by retention, so the increase is scraped
-// after the pod is gone, and at most max rows are kept whatever the churn.
+// holderKey is one container holding one device.
+type holderKey struct{ ns, pod, ctr string }
+
+// xidLedger gives Xid events to the containers that held the device when
+// they happened. It runs at each accounting step, off the scrape path
+// (Collector.Account): the growth of a device's count since the previous
+// step goes to every container that held the device at the previous step,
+// the last assignment known before the events (an event on a device hits
+// every job on it). So a Job's pod that an Xid ends, and that is deleted
+// before the next step, is still named; a pod that takes the GPU over after
+// the event is not. At the first step, with no assignment before it, the
+// counts since start go to the holders of that step. A container's rows
+// outlive it by retention, so the increase is scraped after the pod is
+// gone, and at most max rows are kept whatever the churn.
 type xidLedger struct {
 	retention time.Duration
 	max       int
 
-	mu   sync.Mutex
-	prev map[devXid]uint64
-	rows map[ctrXid]*xidRow
+	mu      sync.Mutex
+	prev    map[devXid]uint64
+	holders map[string][]holderKey // device UUID -> holders at the last step
+	stepped bool
+	rows    map[ctrXid]*xidRow
 }
 
 func newXidLedger(retention time.Duration, maxRows int) *xidLedger {
 	return &xidLedger{retention: retention, max: maxRows, prev: map[devXid]uint64{}, rows: map[ctrXid]*xidRow{}}
 }
 
-// update takes one scrape's view and returns the rows to expose, sorted.
-func (l *xidLedger) update(v *View, now time.Time) []ContainerXid {
+// update takes one accounting step's view.
+func (l *xidLedger) update(v *View, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	holders := map[string][]*Usage{}
+	holders := map[string][]holderKey{}
 	for i := range v.Usage {
 		u := &v.Usage[i]
-		holders[u.Device.UUID] = append(holders[u.Device.UUID], u)
+		holders[u.Device.UUID] = append(holders[u.Device.UUID], holderKey{u.Namespace, u.Pod, u.Container})
+	}
+	before := l.holders
+	if !l.stepped {
+		before = holders
 	}
 	next := make(map[devXid]uint64, len(l.prev))
 	for i := range v.Devices {
@@ -71,30 +87,31 @@ func (l *xidLedger) update(v *View, now time.Time) []ContainerXid {
 			if delta == 0 {
 				continue
 			}
-			for _, u := range holders[d.UUID] {
-				ck := ctrXid{u.Namespace, u.Pod, u.Container, d.UUID, d.Name, code}
+			for _, h := range before[d.UUID] {
+				ck := ctrXid{h.ns, h.pod, h.ctr, d.UUID, d.Name, code}
 				r := l.rows[ck]
 				if r == nil {
-					r = &xidRow{}
+					r = &xidRow{lastSeen: now}
 					l.rows[ck] = r
 				}
 				r.count += delta
 			}
 		}
 	}
-	l.prev = next
+	l.prev, l.holders, l.stepped = next, holders, true
 	// Rows of containers still holding the device stay fresh.
 	for k, r := range l.rows {
-		for _, u := range holders[k.uuid] {
-			if u.Namespace == k.ns && u.Pod == k.pod && u.Container == k.ctr {
-				r.lastSeen = now
-			}
-		}
-		if r.lastSeen.IsZero() {
+		if slices.Contains(holders[k.uuid], holderKey{k.ns, k.pod, k.ctr}) {
 			r.lastSeen = now
 		}
 	}
 	prune(l.rows, func(r *xidRow) time.Time { return r.lastSeen }, now, l.retention, l.max)
+}
+
+// read returns the rows to expose, sorted.
+func (l *xidLedger) read() []ContainerXid {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	out := make([]ContainerXid, 0, len(l.rows))
 	for k, r := range l.rows {
 		out = append(out, ContainerXid{Namespace: k.ns, Pod: k.pod, Container: k.ctr, UUID: k.uuid, Model: k.model,
@@ -118,7 +135,7 @@ func containerXidValues(node string) func([]string, *ContainerXid) []string {
 
 var containerXidFamilies = []Family[ContainerXid]{{
 	Name:   Prefix + "_container_xid_errors_total",
-	Help:   "Xid errors on the device the container held, by Xid code: a device's new events go to the containers holding it at the next scrape, and stay for a while after the container is gone.",
+	Help:   "Xid errors on the device the container held, by Xid code: a device's new events go to the containers that held it when they happened (the last assignment read from the kubelet before them), and stay for a while after the container is gone.",
 	Type:   prometheus.CounterValue,
 	Labels: []string{"xid"},
 	Each:   func(c *ContainerXid, emit func(float64, ...string)) { emit(c.Count, c.Xid) },

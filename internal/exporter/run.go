@@ -118,6 +118,14 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 		Chargeback: o.collectChargeback,
 	}, sampler, kubelet, specs)
 
+	// Energy, GPU-seconds and Xid events are accounted at the sampler's
+	// pace, off the scrape path, and the kubelet is read there once per
+	// poll; scrapes only read. The first step runs before serving, so the
+	// first scrape already has the kubelet's answer.
+	coll.Account(ctx)
+	accountDone := make(chan struct{})
+	go func() { defer close(accountDone); coll.Run(ctx, o.pollInterval/2) }()
+
 	handler, err := NewHandler(o, coll, logger)
 	if err != nil {
 		return err
@@ -125,10 +133,12 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 	if err := serve(ctx, o, handler, logger); err != nil {
 		return err
 	}
-	select {
-	case <-samplerDone:
-	case <-time.After(2 * time.Second):
-		logger.Warn("NVML poll still running at exit; not waiting for it")
+	for name, done := range map[string]chan struct{}{"NVML poll": samplerDone, "accounting step": accountDone} {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			logger.Warn(name + " still running at exit; not waiting for it")
+		}
 	}
 	return nil
 }
