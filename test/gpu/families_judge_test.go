@@ -67,7 +67,7 @@ func TestFamilyJudges(t *testing.T) {
 	}
 
 	t0 := time.Unix(1000, 0)
-	flat := []powerSample{{t0, 100}, {t0.Add(5 * time.Second), 100}, {t0.Add(10 * time.Second), 100}}
+	flat := []smiSample{{at: t0, value: 100}, {at: t0.Add(5 * time.Second), value: 100}, {at: t0.Add(10 * time.Second), value: 100}}
 	energy := func(j float64) []series { return []series{s("kube_gpu_energy_joules_total", j)} }
 	if r := judgeEnergy(energy(0), energy(1020), uuid, flat, t0, t0.Add(10*time.Second)); !*r.ok {
 		t.Errorf("energy within 2%%: %+v", r)

@@ -39,7 +39,7 @@ type famRun struct {
 	checks  []famCheck
 	chosen  []string
 	unknown map[int]string
-	power   <-chan []powerSample
+	power   <-chan []smiSample
 	stop    context.CancelFunc
 	start   []series
 	t0      time.Time
@@ -59,7 +59,7 @@ func (h *harness) startFamilies(t *testing.T, e *exporter) *famRun {
 		t.Fatal("nvidia-smi knows no power.draw field")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f.power, f.stop = samplePower(ctx, h.smi, f.chosen[0], h.sampleEvery), cancel
+	f.power, f.stop = sampleField(ctx, h.smi, f.chosen[0], h.sampleEvery), cancel
 	t.Cleanup(cancel)
 	time.Sleep(2 * h.sampleEvery) // a power reading before the first energy reading
 	body, err := e.scrape()
@@ -142,57 +142,26 @@ func (h *harness) checkFamilies(t *testing.T, e *exporter, uuid string, f *famRu
 	return rows
 }
 
-// powerSample is one nvidia-smi power reading.
-type powerSample struct {
-	at    time.Time
-	watts float64
-}
-
-// samplePower reads the power draw every interval until ctx ends.
-func samplePower(ctx context.Context, smi func(...string) *exec.Cmd, field string, every time.Duration) <-chan []powerSample {
-	out := make(chan []powerSample, 1)
-	go func() {
-		var got []powerSample
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			start := time.Now()
-			if rec, err := queryCSV(smi, field); err == nil {
-				if w, ok := smiNumber(rec[0]); ok {
-					got = append(got, powerSample{at: start.Add(time.Since(start) / 2), watts: w})
-				}
-			}
-			select {
-			case <-ctx.Done():
-				out <- got
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return out
-}
-
 // integrate is the trapezoid integral of the samples over [from, to], in
 // joules, holding the first and last reading out to the ends.
-func integrate(s []powerSample, from, to time.Time) (float64, int) {
-	var in []powerSample
+func integrate(s []smiSample, from, to time.Time) (float64, int) {
+	var in []smiSample
 	for _, p := range s {
-		if !p.at.Before(from) && !p.at.After(to) {
+		if p.err == nil && !p.at.Before(from) && !p.at.After(to) {
 			in = append(in, p)
 		}
 	}
 	if len(in) < 2 {
 		return 0, len(in)
 	}
-	j := in[0].watts*in[0].at.Sub(from).Seconds() + in[len(in)-1].watts*to.Sub(in[len(in)-1].at).Seconds()
+	j := in[0].value*in[0].at.Sub(from).Seconds() + in[len(in)-1].value*to.Sub(in[len(in)-1].at).Seconds()
 	for i := 1; i < len(in); i++ {
-		j += (in[i].watts + in[i-1].watts) / 2 * in[i].at.Sub(in[i-1].at).Seconds()
+		j += (in[i].value + in[i-1].value) / 2 * in[i].at.Sub(in[i-1].at).Seconds()
 	}
 	return j, len(in)
 }
 
-func judgeEnergy(ss0, ss []series, uuid string, power []powerSample, from, to time.Time) row {
+func judgeEnergy(ss0, ss []series, uuid string, power []smiSample, from, to time.Time) row {
 	r := row{what: "energy over the check (J)", target: fmt.Sprintf("±%.0f %% of ∫ power", energyTolerance*100)}
 	labels := map[string]string{"gpu_id": uuid}
 	e0, err0 := find(ss0, "kube_gpu_energy_joules_total", labels)

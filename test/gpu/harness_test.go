@@ -211,7 +211,7 @@ func (h *harness) runLevel(t *testing.T, e *exporter, uuid string, level int) le
 	start := time.Now()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	samples := sampleUtilization(ctx, h.smi, h.sampleEvery)
+	samples := sampleField(ctx, h.smi, "utilization.gpu", h.sampleEvery)
 	time.Sleep(time.Until(start.Add(h.settle + h.window)))
 
 	at := time.Now()
@@ -520,9 +520,9 @@ type smiSample struct {
 	err   error
 }
 
-// sampleUtilization reads GPU 0's utilization every interval until ctx ends,
-// then sends everything it read.
-func sampleUtilization(ctx context.Context, smi func(...string) *exec.Cmd, every time.Duration) <-chan []smiSample {
+// sampleField reads one numeric --query-gpu field of GPU 0 every interval
+// until ctx ends, then sends everything it read.
+func sampleField(ctx context.Context, smi func(...string) *exec.Cmd, field string, every time.Duration) <-chan []smiSample {
 	out := make(chan []smiSample, 1)
 	go func() {
 		var got []smiSample
@@ -530,10 +530,10 @@ func sampleUtilization(ctx context.Context, smi func(...string) *exec.Cmd, every
 		defer tick.Stop()
 		for {
 			start := time.Now()
-			rec, err := queryCSV(smi, "utilization.gpu")
+			rec, err := queryCSV(smi, field)
 			s := smiSample{at: start.Add(time.Since(start) / 2), err: err}
 			if err == nil {
-				s.value, s.err = number("utilization.gpu", rec[0])
+				s.value, s.err = number(field, rec[0])
 			}
 			got = append(got, s)
 			select {

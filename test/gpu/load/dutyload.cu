@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 static const double kPeriod = 0.1;  // seconds
 
 __global__ void spin(unsigned long long ns) {
@@ -39,20 +41,6 @@ static void check(cudaError_t err, const char *what) {
   if (err != cudaSuccess) {
     fprintf(stderr, "dutyload: %s: %s\n", what, cudaGetErrorString(err));
     exit(1);
-  }
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)t;
-  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
   }
 }
 

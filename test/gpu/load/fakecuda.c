@@ -36,6 +36,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 typedef int CUresult;
 typedef int CUdevice;
 typedef unsigned long long CUdeviceptr;
@@ -88,20 +90,6 @@ static struct {
   size_t bytes;
 } allocs[16];
 static CUdeviceptr next_ptr = 0x7f0000000000ULL;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)t;
-  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-  }
-}
 
 // log_call appends a line to FAKECUDA_LOG; opening it each time keeps the
 // file whole whenever the process exits.

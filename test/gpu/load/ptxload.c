@@ -28,6 +28,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 static const double kPeriod = 0.1;  // seconds
 
 // The kernel. PTX 7.0 needs a CUDA 11.0 driver (R450) or newer; sm_50 is the
@@ -170,20 +172,6 @@ static void check(CUresult err, const char *what) {
   if (cuGetErrorString == NULL || cuGetErrorString(err, &msg) != CUDA_SUCCESS || msg == NULL) msg = "unknown error";
   fprintf(stderr, "ptxload: %s: %s (CUresult %d)\n", what, msg, err);
   exit(1);
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void sleep_until(double t) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)t;
-  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-  }
 }
 
 static int usage(const char *msg) {
