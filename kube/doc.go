@@ -24,9 +24,10 @@
 // with the pods of one node per exporter, and the RBAC needed is list and
 // watch on pods and nodes. A transform (cache.TransformFunc) rebuilds
 // each object with only the fields read here (names, UIDs, GPU entries of
-// resources, phase, container IDs) before it is cached, so labels,
-// annotations, managed fields, environment, images and the node's image
-// list do not stay in memory.
+// resources, phase, container IDs, a pod's controller and the labels
+// PodWorkloadOf reads) before it is cached, so other labels, annotations,
+// managed fields, environment, images and the node's image list do not stay
+// in memory.
 //
 // # Scrape path
 //
@@ -64,6 +65,13 @@
 // The ResourceSlice informer is optional: its failures count under their
 // own reason ("dra"), are logged at WARN, and leave the source healthy;
 // until it has listed, DRA is treated as not in use.
+//
+// # Workloads
+//
+// PodWorkloadOf names the workload that runs a pod (a Deployment, a
+// JobSet, a PyTorchJob, ...) from the pod's own labels and controller
+// reference, without reading ReplicaSets, Jobs or custom resources: no
+// permission beyond pods is needed, and nothing more is watched.
 //
 // Pure functions PodContainerResources and NodeGPUResources hold the rules
 // (terminal pods excluded, a missing request or limit taken from the other,

@@ -214,7 +214,12 @@ func TestTransformsKeepWhatIsReadAndAreIdempotent(t *testing.T) {
 	pod := testPod("ns", "p", corev1.PodRunning, []corev1.Container{sidecar},
 		[]corev1.Container{ctr("main", rl("cpu", "2", "nvidia.com/mig-1g.10gb", "1"), rl("nvidia.com/mig-1g.10gb", "1"))})
 	pod.Annotations = map[string]string{"big": "annotation"}
-	pod.Labels = map[string]string{"app": "x"}
+	isController := true
+	pod.Labels = map[string]string{"app": "x", "pod-template-hash": "5d8f7c"}
+	pod.OwnerReferences = []metav1.OwnerReference{
+		{APIVersion: "v1", Kind: "ConfigMap", Name: "not-the-controller"},
+		{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-5d8f7c", UID: "rs-uid", Controller: &isController},
+	}
 	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
 	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "A", Value: "B"}}
 	pod.Spec.Containers[0].Image = "registry/image:tag"
@@ -228,8 +233,17 @@ func TestTransformsKeepWhatIsReadAndAreIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	slim := out1.(*corev1.Pod)
-	if slim.Annotations != nil || slim.Labels != nil || slim.ManagedFields != nil || slim.Status.Conditions != nil {
+	if slim.Annotations != nil || slim.ManagedFields != nil || slim.Status.Conditions != nil {
 		t.Errorf("metadata or conditions kept: %+v", slim)
+	}
+	if want := map[string]string{"pod-template-hash": "5d8f7c"}; !reflect.DeepEqual(slim.Labels, want) {
+		t.Errorf("labels kept: %v, want %v", slim.Labels, want)
+	}
+	if len(slim.OwnerReferences) != 1 || slim.OwnerReferences[0].Name != "web-5d8f7c" {
+		t.Errorf("owner references kept: %+v", slim.OwnerReferences)
+	}
+	if got, want := PodWorkloadOf(slim), (Workload{"Deployment", "web"}); got != want || PodWorkloadOf(pod) != want {
+		t.Errorf("workload after transform %+v, before %+v, want %+v", got, PodWorkloadOf(pod), want)
 	}
 	if c := slim.Spec.Containers[0]; c.Env != nil || c.Image != "" || c.Resources.Requests.Cpu().Value() != 0 {
 		t.Errorf("container not slimmed: %+v", c)

@@ -23,6 +23,12 @@ type DRALookup interface {
 	DRADeviceUUID(driver, pool, device string) (string, bool)
 }
 
+// WorkloadLookup names the workload that runs a pod of this node.
+// Snapshot implements it.
+type WorkloadLookup interface {
+	PodWorkload(namespace, pod string) (Workload, bool)
+}
+
 // Specs is what the Kubernetes API says about this node's GPUs, in the
 // shape the collector joins: when present it replaces the kubelet-derived
 // requests, limits, capacity and allocatable.
@@ -36,6 +42,8 @@ type Specs struct {
 	Node      []resource.NodeResource
 	// Lookup resolves pod UIDs and container IDs; nil when unknown.
 	Lookup PodLookup
+	// Workloads names the workload of each pod; nil when unknown.
+	Workloads WorkloadLookup
 	// DRA resolves devices allocated through DRA claims; nil when the
 	// node's ResourceSlices are not read.
 	DRA DRALookup
@@ -49,7 +57,7 @@ type Specs struct {
 
 // Specs converts the informers' view into the collector's plain data.
 func (s Snapshot) Specs() *Specs {
-	out := &Specs{NodeFound: s.Node.Found, Lookup: s}
+	out := &Specs{NodeFound: s.Node.Found, Lookup: s, Workloads: s}
 	out.Containers = make([]resource.ContainerResource, 0, len(s.Containers))
 	for _, c := range s.Containers {
 		out.Containers = append(out.Containers, resource.ContainerResource{

@@ -22,7 +22,9 @@ func slimMeta(in *metav1.ObjectMeta) metav1.ObjectMeta {
 
 // podTransform returns a cache.TransformFunc that rebuilds pods with only
 // what the exporter reads: container names, their GPU requests/limits and
-// sidecar restart policy, the phase, and container statuses (name and ID).
+// sidecar restart policy, the phase, container statuses (name and ID), and
+// for PodWorkloadOf the controller's owner reference and the few workload
+// controllers' labels (workloadLabels).
 // Building new objects rather than editing in place lets the decoded
 // originals be garbage collected. The function is idempotent, as client-go
 // recommends, and passes other objects (such as
@@ -66,8 +68,13 @@ func podTransform(m *resource.Matcher) cache.TransformFunc {
 				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name},
 			})
 		}
+		meta := slimMeta(&pod.ObjectMeta)
+		meta.Labels = keepLabels(pod.Labels, workloadLabels)
+		if o := metav1.GetControllerOfNoCopy(pod); o != nil {
+			meta.OwnerReferences = []metav1.OwnerReference{{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name, UID: o.UID, Controller: o.Controller}}
+		}
 		return &corev1.Pod{
-			ObjectMeta: slimMeta(&pod.ObjectMeta),
+			ObjectMeta: meta,
 			Spec: corev1.PodSpec{
 				NodeName:            pod.Spec.NodeName,
 				InitContainers:      slimContainers(pod.Spec.InitContainers),
@@ -102,4 +109,18 @@ func nodeTransform(m *resource.Matcher) cache.TransformFunc {
 			},
 		}, nil
 	}
+}
+
+// keepLabels returns the entries of labels named in keys, nil when none.
+func keepLabels(labels map[string]string, keys []string) map[string]string {
+	var out map[string]string
+	for _, k := range keys {
+		if v, ok := labels[k]; ok {
+			if out == nil {
+				out = make(map[string]string, 2)
+			}
+			out[k] = v
+		}
+	}
+	return out
 }

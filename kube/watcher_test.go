@@ -7,6 +7,7 @@ import (
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube/kubetest"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,7 +270,10 @@ func TestWatcherSnapshot(t *testing.T) {
 	done := gpuPod("batch", "done", "1")
 	done.Status.Phase = corev1.PodSucceeded
 
-	api := newFakeAPI(gpuNode(testNode), multi, done, gpuPod("ml", "trainer", "4"))
+	trainer := gpuPod("ml", "trainer", "4")
+	trainer.Labels = map[string]string{"jobset.sigs.k8s.io/jobset-name": "llama", "team": "a"}
+
+	api := newFakeAPI(gpuNode(testNode), multi, done, trainer)
 	w := startWatcher(t, api)
 	testkit.Eventually(t, 10*time.Second, "healthy", func() bool { return w.Snapshot().Healthy })
 	s := w.Snapshot()
@@ -321,6 +325,17 @@ func TestWatcherSnapshot(t *testing.T) {
 	}
 	if c, ok := s.ContainerByID("id-done"); !ok || c.Pod != "done" {
 		t.Errorf("ContainerByID(id-done) = %+v, %v", c, ok)
+	}
+
+	// Workloads are named from the cached, slimmed pods.
+	for pod, want := range map[string]Workload{"ml/trainer": {"JobSet", "llama"}, "ml/multi": {"Pod", "multi"}, "batch/done": {"Pod", "done"}} {
+		ns, name, _ := strings.Cut(pod, "/")
+		if got, ok := s.Specs().Workloads.PodWorkload(ns, name); !ok || got != want {
+			t.Errorf("PodWorkload(%s) = %+v, %v; want %+v", pod, got, ok, want)
+		}
+	}
+	if got, ok := s.PodWorkload("ml", "gone"); ok {
+		t.Errorf("PodWorkload of an unknown pod = %+v", got)
 	}
 
 	// The cache holds slimmed objects.
