@@ -96,6 +96,7 @@ type Collector struct {
 	unattr    *level[Unattributed]
 	requests  *level[ContainerResource]
 	podReqs   *level[PodResource]
+	workloads *level[PodWorkload]
 	nodeRes   *level[NodeResource]
 	devHealth *level[DeviceHealth]
 	ctrHealth *level[ContainerHealth]
@@ -165,6 +166,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		unattr:    newLevel(deviceLabels, through(dv, func(u *Unattributed) *nvml.Reading { return u.Device }), unattributedFamilies),
 		requests:  newLevel(resourceLabels, requestValues(node), requestFamilies),
 		podReqs:   newLevel(podResLabels, podResValues(node), podRequestFamilies),
+		workloads: newLevel(podLabels, podWorkloadValues(node), workloadFamilies),
 		nodeRes:   newLevel(nodeResLabels, nodeResValues(node), nodeResourceFamilies),
 		self:      newSelfDescs(),
 		log:       newStateLog(cfg.Logger),
@@ -181,6 +183,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.unattr.describe(ch)
 	c.requests.describe(ch)
 	c.podReqs.describe(ch)
+	c.workloads.describe(ch)
 	c.nodeRes.describe(ch)
 	if c.cfg.Health {
 		c.devHealth.describe(ch)
@@ -307,6 +310,7 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.unattr.collect(ch, v.Unattributed)
 	c.requests.collect(ch, v.Requests)
 	c.podReqs.collect(ch, v.PodRequests)
+	c.workloads.collect(ch, v.Workloads)
 	c.nodeRes.collect(ch, v.Node)
 	c.devHealth.collect(ch, v.Health)
 	c.ctrHealth.collect(ch, v.ContainerHealth)

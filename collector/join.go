@@ -79,6 +79,7 @@ type View struct {
 	Unattributed []Unattributed
 	Requests     []ContainerResource
 	PodRequests  []PodResource
+	Workloads    []PodWorkload
 	Node         []NodeResource
 	Unmatched    []string
 	// Health, ContainerHealth and ContainerXids are filled by the
@@ -216,6 +217,7 @@ func Join(in Inputs) View {
 		specPods = in.Specs.Pods
 	}
 	v.PodRequests = podRequests(specPods, v.Requests)
+	v.Workloads = podWorkloads(in.Specs, v.PodRequests)
 
 	if in.Specs != nil && in.Specs.NodeFound {
 		v.Node = in.Specs.Node

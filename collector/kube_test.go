@@ -32,13 +32,14 @@ func qty(s string) apiresource.Quantity { return apiresource.MustParse(s) }
 // (with up 0), and without the API the kubelet/NVML fallback serves.
 func TestKubernetesSourceEndToEnd(t *testing.T) {
 	s, u := dgxH100(t)
-	always := corev1.ContainerRestartPolicyAlways
+	always, isController := corev1.ContainerRestartPolicyAlways, true
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-node-1"}, Status: corev1.NodeStatus{
 		Capacity:    corev1.ResourceList{"nvidia.com/gpu": qty("8"), "amd.com/gpu": qty("2"), corev1.ResourceCPU: qty("64")},
 		Allocatable: corev1.ResourceList{"nvidia.com/gpu": qty("7"), "amd.com/gpu": qty("2"), corev1.ResourceCPU: qty("63")},
 	}}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "train-0", Namespace: "ml", UID: "uid-train"},
+		ObjectMeta: metav1.ObjectMeta{Name: "train-0", Namespace: "ml", UID: "uid-train",
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: "train", Controller: &isController}}},
 		Spec: corev1.PodSpec{
 			NodeName: "gpu-node-1",
 			InitContainers: []corev1.Container{{Name: "sidecar", RestartPolicy: &always,
@@ -102,6 +103,9 @@ nodeGpuAllocatable{gpu_vendor="nvidia",node="gpu-node-1",resource="nvidia.com/gp
 # TYPE nodeGpuCapacity gauge
 nodeGpuCapacity{gpu_vendor="amd",node="gpu-node-1",resource="amd.com/gpu"} 2
 nodeGpuCapacity{gpu_vendor="nvidia",node="gpu-node-1",resource="nvidia.com/gpu"} 8
+# HELP kube_gpu_pod_workload_info 1 per pod holding or requesting GPUs: the workload that runs it, named from the pod's labels and controller (Deployment, StatefulSet, DaemonSet, Job, CronJob, JobSet, LeaderWorkerSet, PyTorchJob and the other Kubeflow jobs, RayCluster, RayJob, RayService, another controller's kind, or Pod for a pod without one).
+# TYPE kube_gpu_pod_workload_info gauge
+kube_gpu_pod_workload_info{namespace="ml",node="gpu-node-1",pod="train-0",workload_kind="StatefulSet",workload_name="train"} 1
 `
 	up := func(v string) string {
 		return `
@@ -112,7 +116,7 @@ kube_gpu_exporter_up{source="kubernetes"} ` + v + `
 kube_gpu_exporter_up{source="nvml"} 1
 `
 	}
-	names := []string{"containerGpuRequests", "containerGpuLimits", "nodeGpuCapacity", "nodeGpuAllocatable", "kube_gpu_exporter_up"}
+	names := []string{"containerGpuRequests", "containerGpuLimits", "nodeGpuCapacity", "nodeGpuAllocatable", "kube_gpu_pod_workload_info", "kube_gpu_exporter_up"}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(fromAPI+up("1")), names...); err != nil {
 		t.Fatal(err)
 	}
@@ -132,11 +136,12 @@ kube_gpu_exporter_up{source="nvml"} 1
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(fromAPI), names[:4]...); err != nil {
+	if err := testutil.CollectAndCompare(c, strings.NewReader(fromAPI), names[:5]...); err != nil {
 		t.Fatalf("cached state not served during the outage: %v", err)
 	}
 
-	// Without the API: kubelet counts and NVML/kubelet capacity.
+	// Without the API: kubelet counts and NVML/kubelet capacity, and no
+	// workload names.
 	fallback := New(Config{NodeName: "gpu-node-1"}, s, kubelet, kube.Unavailable{Reason: errors.New("no API")})
 	want := `
 # HELP containerGpuRequests GPUs requested by the container, per GPU resource.
@@ -146,7 +151,7 @@ containerGpuRequests{container="main",gpu_vendor="nvidia",namespace="ml",node="g
 # TYPE nodeGpuCapacity gauge
 nodeGpuCapacity{gpu_vendor="nvidia",node="gpu-node-1",resource="nvidia.com/gpu"} 3
 ` + up("0")
-	if err := testutil.CollectAndCompare(fallback, strings.NewReader(want), "containerGpuRequests", "nodeGpuCapacity", "kube_gpu_exporter_up"); err != nil {
+	if err := testutil.CollectAndCompare(fallback, strings.NewReader(want), "containerGpuRequests", "nodeGpuCapacity", "kube_gpu_pod_workload_info", "kube_gpu_exporter_up"); err != nil {
 		t.Fatal(err)
 	}
 }
