@@ -50,6 +50,7 @@ func TestKubeAPI(t *testing.T) {
 	exp := startExporter(t, c, token(t, c, saName), "--dra.enabled")
 	t.Run("RequestsAndCapacity", func(t *testing.T) { testRequestsAndCapacity(t, c, exp) })
 	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
+	t.Run("Workloads", func(t *testing.T) { testWorkloads(t, c, exp) })
 	t.Run("DRAResourceSlices", func(t *testing.T) { testDRA(t, c, exp) })
 	t.Run("OnlyNodeScopedListWatch", func(t *testing.T) { testAudit(t, c) })
 	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp, 20*time.Second) })
@@ -255,6 +256,38 @@ func testChanges(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
 	}
 	t.Logf("node patched: visible in %v", waitFor(t, e, 2*time.Second,
 		want{"nodeGpuCapacity", []string{l("resource", gpu)}, 6}, want{"nodeGpuAllocatable", []string{l("resource", gpu)}, 5}))
+}
+
+// testWorkloads creates pods as a Deployment's ReplicaSet and a JobSet's
+// Job create them (their owners need not exist: no garbage collector runs
+// here) and reads the workload each is served under.
+func testWorkloads(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
+	ctx := context.Background()
+	controller := func(apiVersion, kind, name string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: apiVersion, Kind: kind, Name: name, UID: types.UID(name + "-uid"), Controller: ptr(true)}}
+	}
+	for _, p := range []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Name: "vllm-6b7f9c-x7k2p", Labels: map[string]string{"app": "vllm", "pod-template-hash": "6b7f9c"},
+			OwnerReferences: controller("apps/v1", "ReplicaSet", "vllm-6b7f9c")}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "llama-workers-0-1-abcde",
+			Labels:          map[string]string{"jobset.sigs.k8s.io/jobset-name": "llama", "batch.kubernetes.io/job-name": "llama-workers-0"},
+			OwnerReferences: controller("batch/v1", "Job", "llama-workers-0")}},
+	} {
+		p.Namespace = "ml"
+		p.Spec = corev1.PodSpec{NodeName: node, Containers: []corev1.Container{container("main", gpus("1"), gpus("1"))}}
+		if _, err := c.Client.CoreV1().Pods("ml").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info := func(pod, kind, name string) want {
+		return want{"kube_gpu_pod_workload_info", []string{l("pod", pod), l("workload_kind", kind), l("workload_name", name)}, 1}
+	}
+	waitFor(t, e, 5*time.Second,
+		info("vllm-6b7f9c-x7k2p", "Deployment", "vllm"),
+		info("llama-workers-0-1-abcde", "JobSet", "llama"),
+		info("with-init", "Pod", "with-init"),
+		want{"kube_gpu_pod_workload_info", []string{l("pod", "elsewhere")}, -1},
+	)
 }
 
 // testDRA publishes a ResourceSlice with uuid attributes, then a new
