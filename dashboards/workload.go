@@ -53,6 +53,7 @@ func Workload() *Dashboard {
 		series(fmt.Sprintf("100 * max by (%s) (%s)\n  / max by (%s) (%s)", dev, m("containerGpumemoryUsedBytes", wSel), dev, m("containerGpumemoryTotalBytes", wSel)), "{{pod}}/{{container}} {{gpu_id}}")))
 
 	workloadProfiling(b, wSel, dev)
+	workloadPeers(b, wSel, `cluster_name=~"$cluster", namespace="$namespace"`)
 
 	b.row("Requests and limits")
 	b.add(12, 8, table("Requests and limits per container", "GPU requests against limits of each container, per resource.",
