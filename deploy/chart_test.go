@@ -264,9 +264,29 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 		t.Errorf("PrometheusRule groups differ from deploy/prometheus:\n got %+v\nwant %+v", pr.Spec.Groups, want)
 	}
 
+	// prometheus-adapter rules: the file as it is, in the adapter's namespace.
+	var cms []*corev1.ConfigMap
+	adapter := 0
+	for _, cm := range all[*corev1.ConfigMap](objs) {
+		if _, ok := cm.Data["config.yaml"]; !ok {
+			cms = append(cms, cm)
+			continue
+		}
+		adapter++
+		src, err := os.ReadFile(filepath.Join(root, "deploy", "prometheus-adapter", "rules.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data["config.yaml"] != strings.TrimRight(string(src), "\n") || cm.Namespace != "monitoring" {
+			t.Errorf("ConfigMap %s in %s: config.yaml differs from deploy/prometheus-adapter/rules.yaml", cm.Name, cm.Namespace)
+		}
+	}
+	if adapter != 1 {
+		t.Errorf("%d prometheus-adapter ConfigMaps, want 1", adapter)
+	}
+
 	// Dashboards: one ConfigMap per JSON file, for Grafana's sidecar.
 	jsons, _ := filepath.Glob(filepath.Join(root, "dashboards", "*.json"))
-	cms := all[*corev1.ConfigMap](objs)
 	if len(cms) != len(jsons) {
 		t.Errorf("%d dashboard ConfigMaps for %d dashboards", len(cms), len(jsons))
 	}
@@ -467,6 +487,7 @@ func TestHelmPackage(t *testing.T) {
 	tgz := filepath.Join(dir, "kube-gpu-exporter-0.1.0.tgz")
 	names := tarNames(t, tgz)
 	for _, want := range []string{"kube-gpu-exporter/files/prometheus/alerts.rules.yaml", "kube-gpu-exporter/files/prometheus/recording.rules.yaml",
+		"kube-gpu-exporter/files/prometheus-adapter/rules.yaml",
 		"kube-gpu-exporter/values.schema.json"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("package lacks %s", want)
