@@ -44,8 +44,18 @@ func startCase(tb testing.TB, c benchnode.Case, cacheTTL time.Duration, now func
 		tb.Fatal(err)
 	}
 	tb.Cleanup(n.Close)
-	coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour, Now: now,
-		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, nil)
+	var specs collector.SpecSource
+	if c.API {
+		ctx, cancel := context.WithCancel(context.Background())
+		w, err := c.StartAPI(ctx)
+		tb.Cleanup(func() { cancel(); w.Wait() })
+		if err != nil {
+			tb.Fatal(err)
+		}
+		specs = w
+	}
+	coll := collector.New(collector.Config{NodeName: benchnode.NodeName, NVMLStaleAfter: time.Hour, Now: now,
+		Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true}, n.Sampler, n.Kubelet, specs)
 	// One accounting step reads the kubelet, as the exporter's background
 	// loop does before it serves: scrapes then never call it.
 	coll.Account(context.Background())
@@ -165,7 +175,7 @@ func prepareFloor(tb testing.TB, c prometheus.Collector) *floor {
 // is frozen so the kubelet call's duration reads the same in both.
 func TestFloorMatchesScrape(t *testing.T) {
 	frozen := func() time.Time { return benchnode.Now }
-	for _, c := range benchnode.Cases() {
+	for _, c := range append(benchnode.Cases(), benchnode.APICases()...) {
 		t.Run(c.Name, func(t *testing.T) {
 			_, coll := startCase(t, c, time.Hour, frozen)
 			var got, want bytes.Buffer
@@ -189,19 +199,24 @@ func TestFloorMatchesScrape(t *testing.T) {
 			if c.Sharing == benchnode.MIG {
 				devices += c.GPUs * benchnode.MIGPerGPU
 			}
-			if min := 4*c.Holders() + 2*devices; n < min || n != m {
+			min := 4*c.Holders() + 2*devices
+			if c.API {
+				min += c.Holders() // and each holder's pod its workload
+			}
+			if n < min || n != m {
 				t.Fatalf("series: scrape %d, floor %d; want equal and at least %d", n, m, min)
 			}
 		})
 	}
 }
 
-// BenchmarkScrape times, per case, one full scrape with the kubelet reply
+// BenchmarkScrape times, per case (and again with the Kubernetes API as a
+// source, cases *-api), one full scrape with the kubelet reply
 // served from the client's cache (exporter), then client_golang alone
 // encoding the same series (floor). The two run back to back so that a
 // busy machine slows both alike and their ratio holds.
 func BenchmarkScrape(b *testing.B) {
-	for _, c := range benchnode.Cases() {
+	for _, c := range append(benchnode.Cases(), benchnode.APICases()...) {
 		n, coll := startCase(b, c, time.Hour, nil)
 		b.Run(c.Name+"/exporter", func(b *testing.B) {
 			calls, polls := n.Kubelet.Calls(), n.Sampler.Polls()

@@ -55,6 +55,8 @@ type Case struct {
 	// Pods is the number of pods on the node; pods beyond those holding GPUs
 	// have two containers without devices, as most pods on a node do.
 	Pods int
+	// API adds the Kubernetes API as a source (APICases, StartAPI).
+	API bool
 }
 
 // Cases are the benchmarked nodes: the three ways of sharing 8 GPUs on a
