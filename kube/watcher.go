@@ -82,17 +82,25 @@ type Snapshot struct {
 	pods       map[string]PodRef
 	containers map[string]ContainerRef
 	draUUIDs   map[DRADevice]string
-	workloads  map[podName]Workload
+	podStore   cache.Store
 }
 
-// podName is a pod's namespace and name.
-type podName struct{ namespace, name string }
-
 // PodWorkload returns the workload of a pod on this node (PodWorkloadOf),
-// terminal pods included.
+// terminal pods included. It reads the pod cache when asked, so that a
+// scrape names the workloads of its GPU pods only, not of every pod.
 func (s Snapshot) PodWorkload(namespace, pod string) (Workload, bool) {
-	w, ok := s.workloads[podName{namespace, pod}]
-	return w, ok
+	if s.podStore == nil {
+		return Workload{}, false
+	}
+	obj, ok, err := s.podStore.GetByKey(namespace + "/" + pod)
+	if err != nil || !ok {
+		return Workload{}, false
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return Workload{}, false
+	}
+	return PodWorkloadOf(p), true
 }
 
 // DRADeviceUUID returns the NVML UUID (the uuid attribute in this node's
@@ -275,7 +283,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		DRAErrors:   w.slices.listErrors.Load() + w.slices.watchErrors.Load(),
 		pods:        map[string]PodRef{},
 		containers:  map[string]ContainerRef{},
-		workloads:   map[podName]Workload{},
+		podStore:    w.podInformer.GetStore(),
 	}
 	s.LastError = w.nodes.lastError()
 	if err := w.pods.lastError(); err != nil && (s.LastError == nil || !w.pods.isHealthy()) {
@@ -290,7 +298,6 @@ func (w *Watcher) Snapshot() Snapshot {
 		s.Containers = append(s.Containers, PodContainerResources(pod, w.cfg.Matcher)...)
 		s.Pods = append(s.Pods, PodGPURequests(pod, w.cfg.Matcher)...)
 		s.pods[string(pod.UID)] = PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
-		s.workloads[podName{pod.Namespace, pod.Name}] = PodWorkloadOf(pod)
 		podContainerIDs(pod, s.containers)
 	}
 	slices.SortFunc(s.Containers, compareContainerResources)
