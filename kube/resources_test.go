@@ -227,7 +227,7 @@ func TestTransformsKeepWhatIsReadAndAreIdempotent(t *testing.T) {
 	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main", ContainerID: "containerd://abc", Image: "registry/image:tag"}}
 	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady}}
 
-	tf := podTransform(m)
+	tf := podTransform(m, resource.DefaultDRADrivers())
 	out1, err := tf(pod)
 	if err != nil {
 		t.Fatal(err)

@@ -44,6 +44,9 @@ type Specs struct {
 	Lookup PodLookup
 	// Workloads names the workload of each pod; nil when unknown.
 	Workloads WorkloadLookup
+	// DeviceHealth is the kubelet's health of the GPU devices allocated to
+	// containers, as pod statuses carry it (KEP-4680).
+	DeviceHealth []ContainerDeviceHealth
 	// DRA resolves devices allocated through DRA claims; nil when the
 	// node's ResourceSlices are not read.
 	DRA DRALookup
@@ -66,6 +69,7 @@ func (s Snapshot) Specs() *Specs {
 		})
 	}
 	out.Pods = s.Pods
+	out.DeviceHealth = s.DeviceHealth
 	out.Node = s.Node.Resources()
 	if s.DRAEnabled {
 		out.DRA = s

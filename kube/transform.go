@@ -22,14 +22,16 @@ func slimMeta(in *metav1.ObjectMeta) metav1.ObjectMeta {
 
 // podTransform returns a cache.TransformFunc that rebuilds pods with only
 // what the exporter reads: container names, their GPU requests/limits and
-// sidecar restart policy, the phase, container statuses (name and ID), and
+// sidecar restart policy, the phase, container statuses (name, ID and the
+// health of their GPU devices), and
 // for PodWorkloadOf the controller's owner reference and the few workload
 // controllers' labels (workloadLabels).
 // Building new objects rather than editing in place lets the decoded
 // originals be garbage collected. The function is idempotent, as client-go
 // recommends, and passes other objects (such as
 // cache.DeletedFinalStateUnknown tombstones) through unchanged.
-func podTransform(m *resource.Matcher) cache.TransformFunc {
+func podTransform(m *resource.Matcher, drivers []string) cache.TransformFunc {
+	m = defaultMatcher(m)
 	slimContainers := func(in []corev1.Container) []corev1.Container {
 		if len(in) == 0 {
 			return nil
@@ -53,7 +55,10 @@ func podTransform(m *resource.Matcher) cache.TransformFunc {
 		}
 		out := make([]corev1.ContainerStatus, len(in))
 		for i := range in {
-			out[i] = corev1.ContainerStatus{Name: in[i].Name, ContainerID: in[i].ContainerID}
+			out[i] = corev1.ContainerStatus{
+				Name: in[i].Name, ContainerID: in[i].ContainerID,
+				AllocatedResourcesStatus: slimResourceStatus(in[i].AllocatedResourcesStatus, m, drivers),
+			}
 		}
 		return out
 	}

@@ -71,6 +71,9 @@ type Snapshot struct {
 	Pods []resource.PodResource
 	// Node is the GPU capacity/allocatable of this node.
 	Node NodeResources
+	// DeviceHealth is the kubelet's health of every GPU device allocated
+	// to a container of a non-terminal pod (PodDeviceHealth).
+	DeviceHealth []ContainerDeviceHealth
 
 	// DRA is, when the ResourceSlice informer runs, the devices each DRA
 	// driver publishes for this node, sorted by driver; nil otherwise.
@@ -171,7 +174,7 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
 
-	w.podInformer = w.newInformer(client, &corev1.Pod{}, podTransform(cfg.Matcher), &w.pods,
+	w.podInformer = w.newInformer(client, &corev1.Pod{}, podTransform(cfg.Matcher, cfg.DRADrivers), &w.pods,
 		func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = podSelector
 			return client.ListPods(ctx, opts)
@@ -297,6 +300,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		}
 		s.Containers = append(s.Containers, PodContainerResources(pod, w.cfg.Matcher)...)
 		s.Pods = append(s.Pods, PodGPURequests(pod, w.cfg.Matcher)...)
+		s.DeviceHealth = append(s.DeviceHealth, PodDeviceHealth(pod, w.cfg.Matcher, w.cfg.DRADrivers)...)
 		s.pods[string(pod.UID)] = PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
 		podContainerIDs(pod, s.containers)
 	}

@@ -111,7 +111,7 @@ func TestPodWorkloadOf(t *testing.T) {
 				t.Errorf("PodWorkloadOf = %+v, want %+v", got, tc.want)
 			}
 			// The informer's transform keeps what the answer needs.
-			slim, err := podTransform(nil)(pod)
+			slim, err := podTransform(nil, nil)(pod)
 			if err != nil {
 				t.Fatal(err)
 			}
