@@ -100,6 +100,7 @@ type Collector struct {
 	nodeRes   *level[NodeResource]
 	devHealth *level[DeviceHealth]
 	ctrHealth *level[ContainerHealth]
+	kubHealth *level[KubeletDeviceHealth]
 	ctrXid    *level[ContainerXid]
 	xids      *xidLedger
 	accounts  *level[ContainerAccount]
@@ -156,6 +157,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		devices:   newLevel(deviceLabels, dv, devFams),
 		devHealth: newLevel(deviceLabels, through(dv, func(h *DeviceHealth) *nvml.Reading { return h.Device }), deviceHealthFamilies),
 		ctrHealth: newLevel(usageLabels, through(uv, func(h *ContainerHealth) *Usage { return h.Usage }), containerHealthFamilies),
+		kubHealth: newLevel(usageLabels, kubeletHealthValues(node), kubeletHealthFamilies),
 		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
 		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
 		accounts:  newLevel(usageLabels, accountValues(node), accountFamilies),
@@ -188,6 +190,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.cfg.Health {
 		c.devHealth.describe(ch)
 		c.ctrHealth.describe(ch)
+		c.kubHealth.describe(ch)
 	}
 	if c.cfg.Events {
 		c.ctrXid.describe(ch)
@@ -261,6 +264,9 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 
 	v := Join(in)
 	c.unmatched.update(v.Unmatched)
+	if !c.cfg.Health {
+		v.KubeletHealth = nil
+	}
 	if in.NVMLUp {
 		if c.cfg.Health {
 			addHealth(&v, snap.Lost, snap.Taken)
@@ -314,6 +320,7 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.nodeRes.collect(ch, v.Node)
 	c.devHealth.collect(ch, v.Health)
 	c.ctrHealth.collect(ch, v.ContainerHealth)
+	c.kubHealth.collect(ch, v.KubeletHealth)
 	c.ctrXid.collect(ch, v.ContainerXids)
 	c.accounts.collect(ch, v.Accounts)
 	c.devAcct.collect(ch, v.DeviceAccounts)

@@ -91,6 +91,9 @@ type View struct {
 	// when the chargeback switch is on.
 	Accounts       []ContainerAccount
 	DeviceAccounts []DeviceAccount
+	// KubeletHealth is the kubelet's health of each device a container
+	// holds, from the pod statuses; kept only with the health switch.
+	KubeletHealth []KubeletDeviceHealth
 }
 
 // deviceIndex resolves parsed kubelet device IDs to NVML devices.
@@ -218,6 +221,7 @@ func Join(in Inputs) View {
 	}
 	v.PodRequests = podRequests(specPods, v.Requests)
 	v.Workloads = podWorkloads(in.Specs, v.PodRequests)
+	v.KubeletHealth = kubeletHealth(in, ix)
 
 	if in.Specs != nil && in.Specs.NodeFound {
 		v.Node = in.Specs.Node
