@@ -39,13 +39,14 @@ var keepAlerts = map[string]bool{"GPUSaturated": true}
 // GPU sits idle, one of the trainer's GPUs is thermally throttled, the
 // trainer keeps its GPUs busy with a quarter of their SMs active, and the
 // inference server's GPU reports Xid 79 20 seconds after start, which
-// fails it.
+// fails it (GPUFailed, and GPUDeviceUnhealthy from NVML's side).
 var expectedFiring = []map[string]string{
 	{"alertname": "GPUAllocatedIdle", "namespace": "notebooks", "pod": "jupyter-alice", "container": "notebook"},
 	{"alertname": "GPUThrottled", "namespace": "ml-training", "pod": "trainer-0", "gpu_id": "GPU-00000000-0000-4000-8000-000000000003"},
 	{"alertname": "GPUBusyButUnderused", "namespace": "ml-training", "pod": "trainer-0", "container": "trainer"},
 	{"alertname": "GPUCriticalXid", "namespace": "inference", "pod": "llm-server-0", "xid": "79"},
 	{"alertname": "GPUFailed", "namespace": "inference", "pod": "llm-server-0", "reason": "xid"},
+	{"alertname": "GPUDeviceUnhealthy", "namespace": "inference", "pod": "llm-server-0", "source": "nvml"},
 }
 
 // busy lists containers whose GPUs work: no idle alert may name them.

@@ -82,7 +82,7 @@ func TestAlertsAreDocumentedAndTested(t *testing.T) {
 	for _, want := range []string{"GPUAllocatedIdle", "GPUSaturated", "GPUMemoryNearlyFull", "GPUUnallocatable",
 		"GPUClusterAllocationNearlyExhausted", "KubeGpuExporterDown", "KubeGpuExporterNVMLDown", "KubeGpuExporterKubeletDown",
 		"GPUCriticalXid", "GPUFailed", "GPUUncorrectableECCErrors", "GPURowRemapFailure", "GPURowRemapPending", "GPUThrottled",
-		"GPUBusyButUnderused"} {
+		"GPUBusyButUnderused", "GPUWorkloadStraggler", "GPUDeviceUnhealthy"} {
 		if _, ok := alerts[want]; !ok {
 			t.Errorf("alert %s missing", want)
 		}
