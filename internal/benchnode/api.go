@@ -37,7 +37,7 @@ func APICases() []Case {
 // APIObjects are the Node and the pods of the kubelet reply as the API
 // server holds them: each created by a Deployment's ReplicaSet (the
 // <name>-<hash>-<suffix> names of PodResources), the GPU holders requesting
-// one device of the case's resource.
+// one device of the case's resource, with its health in their status.
 func (c Case) APIObjects() []runtime.Object {
 	list, _ := c.PodResources()
 	yes := true
@@ -61,9 +61,16 @@ func (c Case) APIObjects() []runtime.Object {
 				spec.Resources.Limits = corev1.ResourceList{corev1.ResourceName(ctr.Devices[0].ResourceName): n}
 			}
 			pod.Spec.Containers = append(pod.Spec.Containers, spec)
-			pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{
-				Name: ctr.Name, Ready: true, ContainerID: fmt.Sprintf("containerd://%s-%s", p.Name, ctr.Name),
-			})
+			st := corev1.ContainerStatus{Name: ctr.Name, Ready: true, ContainerID: fmt.Sprintf("containerd://%s-%s", p.Name, ctr.Name)}
+			// The health of each allocated device, as a 1.36+ kubelet writes it.
+			for _, d := range ctr.Devices {
+				rs := corev1.ResourceStatus{Name: corev1.ResourceName(d.ResourceName)}
+				for _, id := range d.DeviceIds {
+					rs.Resources = append(rs.Resources, corev1.ResourceHealth{ResourceID: corev1.ResourceID(id), Health: corev1.ResourceHealthStatusHealthy})
+				}
+				st.AllocatedResourcesStatus = append(st.AllocatedResourcesStatus, rs)
+			}
+			pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, st)
 		}
 		objs = append(objs, pod)
 	}
