@@ -16,7 +16,7 @@ import (
 )
 
 // Client is the part of the Kubernetes API the Watcher reads: list and watch
-// of pods, nodes and ResourceSlices. NewClient implements it with a REST
+// of pods, nodes, ResourceSlices and DeviceTaintRules. NewClient implements it with a REST
 // client that knows only those types. client-go's full clientset would do
 // too, but it registers every API group of Kubernetes at start-up; on a
 // node agent that runs on every GPU node, that is tens of MiB of binary and
@@ -29,6 +29,8 @@ type Client interface {
 	WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 	ListResourceSlices(ctx context.Context, opts metav1.ListOptions) (*resourcev1.ResourceSliceList, error)
 	WatchResourceSlices(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+	ListDeviceTaintRules(ctx context.Context, opts metav1.ListOptions) (*resourcev1.DeviceTaintRuleList, error)
+	WatchDeviceTaintRules(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 }
 
 // restClient implements Client over two REST clients: the core group and
@@ -117,4 +119,13 @@ func (c *restClient) ListResourceSlices(ctx context.Context, opts metav1.ListOpt
 
 func (c *restClient) WatchResourceSlices(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	return c.watch(ctx, c.resource, "resourceslices", opts)
+}
+
+func (c *restClient) ListDeviceTaintRules(ctx context.Context, opts metav1.ListOptions) (*resourcev1.DeviceTaintRuleList, error) {
+	out := &resourcev1.DeviceTaintRuleList{}
+	return out, c.list(ctx, c.resource, "devicetaintrules", opts, out)
+}
+
+func (c *restClient) WatchDeviceTaintRules(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return c.watch(ctx, c.resource, "devicetaintrules", opts)
 }

@@ -18,9 +18,13 @@
 // ResourceSlices (resource.k8s.io/v1, field selector spec.nodeName=<node>):
 // the devices each DRA driver publishes, and the NVML UUID in each device's
 // uuid attribute, so that devices allocated through claims resolve to NVML
-// devices. It needs list and watch on resourceslices.
+// devices, and their taints. It needs list and watch on resourceslices. A
+// fourth reads the DeviceTaintRules (KEP-5055), which taint devices by
+// driver, pool and name: they are cluster-scoped and have no node to
+// select on, so all are read (list and watch on devicetaintrules); the
+// exporter serves the taints that fall on its node's GPUs.
 //
-// Nothing cluster-wide is listed or watched: the API server's load grows
+// Nothing else cluster-wide is listed or watched: the API server's load grows
 // with the pods of one node per exporter, and the RBAC needed is list and
 // watch on pods and nodes. A transform (cache.TransformFunc) rebuilds
 // each object with only the fields read here (names, UIDs, GPU entries of

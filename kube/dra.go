@@ -84,8 +84,8 @@ func deviceUUID(driver string, attrs map[resourcev1.QualifiedName]resourcev1.Dev
 
 // sliceTransform returns a cache.TransformFunc that keeps of a
 // ResourceSlice only its identity, driver, pool, node and each device's
-// name and uuid attribute; capacities, other attributes, taints and
-// counters are dropped. Idempotent; other objects pass through unchanged.
+// name, uuid attribute and taints (key, value, effect); capacities, other
+// attributes and counters are dropped. Idempotent; other objects pass through unchanged.
 func sliceTransform() cache.TransformFunc {
 	return func(obj any) (any, error) {
 		s, ok := obj.(*resourcev1.ResourceSlice)
@@ -105,6 +105,7 @@ func sliceTransform() cache.TransformFunc {
 		}
 		for i, d := range s.Spec.Devices {
 			out.Spec.Devices[i].Name = d.Name
+			out.Spec.Devices[i].Taints = slimTaints(d.Taints)
 			for _, name := range []string{uuidAttribute, s.Spec.Driver + "/" + uuidAttribute} {
 				if a, ok := d.Attributes[resourcev1.QualifiedName(name)]; ok {
 					out.Spec.Devices[i].Attributes = map[resourcev1.QualifiedName]resourcev1.DeviceAttribute{resourcev1.QualifiedName(name): a}

@@ -28,6 +28,9 @@ import (
 type sourceHealth struct {
 	kind     string
 	optional bool // a failure must not make the whole source unhealthy (DRA)
+	// note ends the WARN line of an optional source's failure: what is
+	// missing meanwhile.
+	note string
 
 	mu      sync.Mutex
 	healthy bool
@@ -217,7 +220,7 @@ func (w *Watcher) failed(h *sourceHealth, verb string, err error) {
 		msg = "Kubernetes API request failed; serving last known state"
 	}
 	if h.optional {
-		msg += "; DRA devices, requests and capacity come from the kubelet and NVML until it succeeds"
+		msg += h.note
 	}
 	w.logger.Warn(msg, append(attrs, "err", err)...)
 }

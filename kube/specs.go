@@ -56,6 +56,8 @@ type Specs struct {
 	// DRAUUIDs are the NVML UUIDs of the devices DRA drivers publish; the
 	// kubelet-derived capacity does not count them as device-plugin GPUs.
 	DRAUUIDs map[string]bool
+	// DRATaints are the taints on those devices (KEP-5055).
+	DRATaints []DRADeviceTaint
 }
 
 // Specs converts the informers' view into the collector's plain data.
@@ -74,6 +76,7 @@ func (s Snapshot) Specs() *Specs {
 	if s.DRAEnabled {
 		out.DRA = s
 		out.DRAUUIDs = map[string]bool{}
+		out.DRATaints = s.DRATaints
 		for _, u := range s.DRADeviceUUIDs() {
 			out.DRAUUIDs[u] = true
 		}
@@ -149,15 +152,15 @@ func (w *Watcher) Read(context.Context) (*Specs, error) {
 
 // Errors returns the failed list and watch requests since start by reason,
 // without building a Snapshot: scrapes read them every time. Requests for
-// ResourceSlices count apart, as "dra": DRA is optional, and its failures
-// do not make the source unhealthy.
+// ResourceSlices and DeviceTaintRules count apart, as "dra": DRA is
+// optional, and its failures do not make the source unhealthy.
 func (w *Watcher) Errors() map[string]uint64 {
 	out := map[string]uint64{
 		"list":  w.pods.listErrors.Load() + w.nodes.listErrors.Load(),
 		"watch": w.pods.watchErrors.Load() + w.nodes.watchErrors.Load(),
 	}
 	if w.sliceInformer != nil {
-		out["dra"] = w.slices.listErrors.Load() + w.slices.watchErrors.Load()
+		out["dra"] = w.slices.listErrors.Load() + w.slices.watchErrors.Load() + w.rules.listErrors.Load() + w.rules.watchErrors.Load()
 	}
 	return out
 }

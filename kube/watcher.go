@@ -81,6 +81,9 @@ type Snapshot struct {
 	// DRAEnabled is true when the ResourceSlice informer runs and has
 	// listed once.
 	DRAEnabled bool
+	// DRATaints are the taints on the GPU devices of this node's
+	// ResourceSlices, their own and DeviceTaintRules' (DeviceTaints).
+	DRATaints []DRADeviceTaint
 
 	pods       map[string]PodRef
 	containers map[string]ContainerRef
@@ -149,8 +152,9 @@ type Watcher struct {
 	podInformer   cache.SharedIndexInformer
 	nodeInformer  cache.SharedIndexInformer
 	sliceInformer cache.SharedIndexInformer // nil unless Config.DRA
+	ruleInformer  cache.SharedIndexInformer // nil unless Config.DRA
 
-	pods, nodes, slices sourceHealth
+	pods, nodes, slices, rules sourceHealth
 
 	startOnce sync.Once
 	running   sync.WaitGroup // the informers' goroutines
@@ -170,6 +174,9 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 	w := &Watcher{cfg: cfg, logger: logger.With("component", "kubernetes")}
 	w.pods.kind, w.nodes.kind = "pods", "nodes"
 	w.slices.kind, w.slices.optional = "resourceslices", true
+	w.slices.note = "; DRA devices, requests and capacity come from the kubelet and NVML until it succeeds"
+	w.rules.kind, w.rules.optional = "devicetaintrules", true
+	w.rules.note = "; DeviceTaintRules' taints are not served until it succeeds (Kubernetes 1.37 serves them in resource.k8s.io/v1)"
 
 	podSelector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
 	nodeSelector := fields.OneTermEqualSelector("metadata.name", cfg.NodeName).String()
@@ -204,6 +211,16 @@ func NewWatcher(client Client, cfg Config, logger *slog.Logger) *Watcher {
 			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 				opts.FieldSelector = sliceSelector
 				return client.WatchResourceSlices(ctx, opts)
+			})
+		// DeviceTaintRules are cluster-scoped and select devices by driver,
+		// pool and name, not by node: all are read. There are few (an
+		// administrator's, or a health controller's per faulty device).
+		w.ruleInformer = w.newInformer(client, &resourcev1.DeviceTaintRule{}, ruleTransform(), &w.rules,
+			func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				return client.ListDeviceTaintRules(ctx, opts)
+			},
+			func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+				return client.WatchDeviceTaintRules(ctx, opts)
 			})
 	}
 	return w
@@ -259,6 +276,7 @@ func (w *Watcher) Start(ctx context.Context) {
 		w.running.Go(func() { w.nodeInformer.RunWithContext(ctx) })
 		if w.sliceInformer != nil {
 			w.running.Go(func() { w.sliceInformer.RunWithContext(ctx) })
+			w.running.Go(func() { w.ruleInformer.RunWithContext(ctx) })
 		}
 	})
 }
@@ -283,7 +301,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		Healthy:     w.pods.isHealthy() && w.nodes.isHealthy(),
 		ListErrors:  w.pods.listErrors.Load() + w.nodes.listErrors.Load(),
 		WatchErrors: w.pods.watchErrors.Load() + w.nodes.watchErrors.Load(),
-		DRAErrors:   w.slices.listErrors.Load() + w.slices.watchErrors.Load(),
+		DRAErrors:   w.slices.listErrors.Load() + w.slices.watchErrors.Load() + w.rules.listErrors.Load() + w.rules.watchErrors.Load(),
 		pods:        map[string]PodRef{},
 		containers:  map[string]ContainerRef{},
 		podStore:    w.podInformer.GetStore(),
@@ -324,6 +342,15 @@ func (w *Watcher) Snapshot() Snapshot {
 		}
 		s.DRAEnabled = true
 		s.draUUIDs, s.DRA = ResourceSliceDevices(list, w.cfg.DRADrivers)
+		var rules []*resourcev1.DeviceTaintRule
+		if w.ruleInformer.HasSynced() {
+			for _, obj := range w.ruleInformer.GetStore().List() {
+				if r, ok := obj.(*resourcev1.DeviceTaintRule); ok {
+					rules = append(rules, r)
+				}
+			}
+		}
+		s.DRATaints = DeviceTaints(list, rules, w.cfg.DRADrivers)
 	}
 	return s
 }

@@ -56,3 +56,11 @@ func (c Clientset) ListResourceSlices(ctx context.Context, o metav1.ListOptions)
 func (c Clientset) WatchResourceSlices(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 	return c.ResourceV1().ResourceSlices().Watch(ctx, o)
 }
+
+func (c Clientset) ListDeviceTaintRules(ctx context.Context, o metav1.ListOptions) (*resourcev1.DeviceTaintRuleList, error) {
+	return c.ResourceV1().DeviceTaintRules().List(ctx, o)
+}
+
+func (c Clientset) WatchDeviceTaintRules(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	return c.ResourceV1().DeviceTaintRules().Watch(ctx, o)
+}
