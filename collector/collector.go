@@ -101,6 +101,7 @@ type Collector struct {
 	devHealth *level[DeviceHealth]
 	ctrHealth *level[ContainerHealth]
 	kubHealth *level[KubeletDeviceHealth]
+	taints    *level[DeviceTaint]
 	ctrXid    *level[ContainerXid]
 	xids      *xidLedger
 	accounts  *level[ContainerAccount]
@@ -158,6 +159,7 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 		devHealth: newLevel(deviceLabels, through(dv, func(h *DeviceHealth) *nvml.Reading { return h.Device }), deviceHealthFamilies),
 		ctrHealth: newLevel(usageLabels, through(uv, func(h *ContainerHealth) *Usage { return h.Usage }), containerHealthFamilies),
 		kubHealth: newLevel(usageLabels, kubeletHealthValues(node), kubeletHealthFamilies),
+		taints:    newLevel(deviceLabels, deviceTaintValues(node), deviceTaintFamilies),
 		ctrXid:    newLevel(usageLabels, containerXidValues(node), containerXidFamilies),
 		xids:      newXidLedger(cfg.XidRetention, maxXidRows),
 		accounts:  newLevel(usageLabels, accountValues(node), accountFamilies),
@@ -186,6 +188,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	c.requests.describe(ch)
 	c.podReqs.describe(ch)
 	c.workloads.describe(ch)
+	c.taints.describe(ch)
 	c.nodeRes.describe(ch)
 	if c.cfg.Health {
 		c.devHealth.describe(ch)
@@ -317,6 +320,7 @@ func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	c.requests.collect(ch, v.Requests)
 	c.podReqs.collect(ch, v.PodRequests)
 	c.workloads.collect(ch, v.Workloads)
+	c.taints.collect(ch, v.DeviceTaints)
 	c.nodeRes.collect(ch, v.Node)
 	c.devHealth.collect(ch, v.Health)
 	c.ctrHealth.collect(ch, v.ContainerHealth)

@@ -94,6 +94,8 @@ type View struct {
 	// KubeletHealth is the kubelet's health of each device a container
 	// holds, from the pod statuses; kept only with the health switch.
 	KubeletHealth []KubeletDeviceHealth
+	// DeviceTaints are the taints on the node's DRA GPU devices.
+	DeviceTaints []DeviceTaint
 }
 
 // deviceIndex resolves parsed kubelet device IDs to NVML devices.
@@ -222,6 +224,7 @@ func Join(in Inputs) View {
 	v.PodRequests = podRequests(specPods, v.Requests)
 	v.Workloads = podWorkloads(in.Specs, v.PodRequests)
 	v.KubeletHealth = kubeletHealth(in, ix)
+	v.DeviceTaints = draTaints(in, ix)
 
 	if in.Specs != nil && in.Specs.NodeFound {
 		v.Node = in.Specs.Node

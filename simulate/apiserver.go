@@ -33,8 +33,9 @@ func ContainerID(namespace, pod, container string) string {
 }
 
 // apiServer answers the list/watch requests the exporter's informers make
-// (this node's pods and Node, and its ResourceSlices when the scenario has
-// a DRA driver), so that on the simulated node the
+// (this node's pods and Node, and its ResourceSlices and the cluster's
+// DeviceTaintRules, none, when the scenario has a DRA driver), so that on
+// the simulated node the
 // Kubernetes API path runs for real, over HTTP, through client-go. It is no
 // general API server: anything else is 404.
 type apiServer struct {
@@ -66,6 +67,14 @@ func startAPIServer(pods *corev1.PodList, nodes *corev1.NodeList, rs *resourcev1
 				items[i] = &a.slices.Items[i]
 			}
 			a.serve(w, r, a.slices, "resource.k8s.io/v1", "ResourceSlice", items)
+		})
+		// No DeviceTaintRules: the node's devices are untainted.
+		rules := &resourcev1.DeviceTaintRuleList{
+			TypeMeta: metav1.TypeMeta{Kind: "DeviceTaintRuleList", APIVersion: "resource.k8s.io/v1"},
+			ListMeta: metav1.ListMeta{ResourceVersion: "1"},
+		}
+		mux.HandleFunc("GET /apis/resource.k8s.io/v1/devicetaintrules", func(w http.ResponseWriter, r *http.Request) {
+			a.serve(w, r, rules, "resource.k8s.io/v1", "DeviceTaintRule", nil)
 		})
 	}
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
