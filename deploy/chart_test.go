@@ -588,7 +588,7 @@ func checkRBAC(t *testing.T, objs []object, dra bool) {
 	cr := only[*rbacv1.ClusterRole](t, objs)
 	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods", "nodes"}, Verbs: []string{"list", "watch"}}}
 	if dra {
-		want = append(want, rbacv1.PolicyRule{APIGroups: []string{"resource.k8s.io"}, Resources: []string{"resourceslices"}, Verbs: []string{"list", "watch"}})
+		want = append(want, rbacv1.PolicyRule{APIGroups: []string{"resource.k8s.io"}, Resources: []string{"resourceslices", "devicetaintrules"}, Verbs: []string{"list", "watch"}})
 	}
 	if !reflect.DeepEqual(cr.Rules, want) {
 		t.Errorf("ClusterRole rules = %+v, want %+v", cr.Rules, want)

@@ -52,6 +52,7 @@ func TestKubeAPI(t *testing.T) {
 	t.Run("ChangesVisibleWithin2s", func(t *testing.T) { testChanges(t, c, exp) })
 	t.Run("Workloads", func(t *testing.T) { testWorkloads(t, c, exp) })
 	t.Run("DRAResourceSlices", func(t *testing.T) { testDRA(t, c, exp) })
+	t.Run("DRADeviceTaints", func(t *testing.T) { testDeviceTaints(t, c, exp) })
 	t.Run("OnlyNodeScopedListWatch", func(t *testing.T) { testAudit(t, c) })
 	t.Run("APIServerRestart", func(t *testing.T) { testRestart(t, c, exp, 20*time.Second) })
 	t.Run("NoBinding", func(t *testing.T) { testNoBinding(t, c) })
@@ -326,13 +327,17 @@ func testDRA(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
 }
 
 // testAudit checks that the exporter only ever listed and watched this
-// node's pods, its Node and its ResourceSlices.
+// node's pods, its Node and its ResourceSlices, and the DeviceTaintRules.
 func testAudit(t *testing.T, c *kubecluster.Cluster) {
 	selectors := map[string]string{
 		"pods": "fieldSelector=spec.nodeName%3D" + node, "nodes": "fieldSelector=metadata.name%3D" + node,
 		"resourceslices": "fieldSelector=spec.nodeName%3D" + node,
+		// Cluster-scoped, selecting devices by driver, pool and name: no
+		// node to select on (docs/security.md).
+		"devicetaintrules": "",
 	}
 	n := 0
+	seen := map[string]bool{}
 	events := c.Audit(t)
 	users := map[string]int{}
 	for _, ev := range events {
@@ -349,8 +354,65 @@ func testAudit(t *testing.T, c *kubecluster.Cluster) {
 		if !strings.Contains(ev.RequestURI, sel) {
 			t.Errorf("%s %s without this node's field selector", ev.Verb, ev.RequestURI)
 		}
+		seen[ev.ObjectRef.Resource] = true
+	}
+	for res := range selectors {
+		if !seen[res] {
+			t.Errorf("the exporter never read %s: the audit covers nothing there", res)
+		}
 	}
 	if n == 0 {
 		t.Errorf("no request of the exporter in the audit log (%d events, by user %v)", len(events), users)
 	}
+}
+
+// testDeviceTaints taints the GPUs testDRA left in this node's
+// ResourceSlice (gpu-0, gpu-1 of generation 2): the driver's own taint on
+// gpu-0 in the slice, and DeviceTaintRules naming gpu-1, the whole pool, and
+// another node's pool. Each taint on this node's devices is served; the
+// rule for the other pool is not; a deleted rule's taint goes.
+func testDeviceTaints(t *testing.T, c *kubecluster.Cluster, e *tooltest.Exporter) {
+	ctx := context.Background()
+	const driver = "gpu.nvidia.com"
+	s, err := c.Client.ResourceV1().ResourceSlices().Get(ctx, "gen2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Devices[0].Taints = []resourcev1.DeviceTaint{{Key: "gpu.nvidia.com/xid", Value: "79", Effect: resourcev1.DeviceTaintEffectNoExecute}}
+	if _, err := c.Client.ResourceV1().ResourceSlices().Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rule := func(name string, pool, device *string, key string, effect resourcev1.DeviceTaintEffect) {
+		t.Helper()
+		r := &resourcev1.DeviceTaintRule{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: resourcev1.DeviceTaintRuleSpec{
+				DeviceSelector: &resourcev1.DeviceTaintSelector{Driver: ptr(driver), Pool: pool, Device: device},
+				Taint:          resourcev1.DeviceTaint{Key: key, Effect: effect},
+			},
+		}
+		if _, err := c.Client.ResourceV1().DeviceTaintRules().Create(ctx, r, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rule("drain-gpu-1", ptr(node), ptr("gpu-1"), "example.com/drain", resourcev1.DeviceTaintEffectNoSchedule)
+	rule("pool-firmware", ptr(node), nil, "example.com/firmware", resourcev1.DeviceTaintEffectNone)
+	rule("other-node", ptr("other-node"), nil, "example.com/elsewhere", resourcev1.DeviceTaintEffectNoExecute)
+	taint := func(device, key, effect, rule string, v float64) want {
+		return want{"kube_gpu_dra_device_taint", []string{l("driver", driver), l("pool", node), l("device", device), l("gpu_id", "GPU-"+device),
+			l("key", key), l("effect", effect), l("rule", rule)}, v}
+	}
+	waitFor(t, e, 5*time.Second,
+		taint("gpu-0", "gpu.nvidia.com/xid", "NoExecute", "", 1),
+		taint("gpu-1", "example.com/drain", "NoSchedule", "drain-gpu-1", 1),
+		taint("gpu-0", "example.com/firmware", "None", "pool-firmware", 1),
+		taint("gpu-1", "example.com/firmware", "None", "pool-firmware", 1),
+		want{"kube_gpu_dra_device_taint", []string{l("rule", "other-node")}, -1},
+		upKube,
+	)
+	if err := c.Client.ResourceV1().DeviceTaintRules().Delete(ctx, "drain-gpu-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, e, 5*time.Second, want{"kube_gpu_dra_device_taint", []string{l("rule", "drain-gpu-1")}, -1},
+		taint("gpu-0", "gpu.nvidia.com/xid", "NoExecute", "", 1))
 }
