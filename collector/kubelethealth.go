@@ -5,7 +5,6 @@ import (
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/kube"
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/nvml"
-	"github.com/kube-gpu-exporter/kube-gpu-exporter/resource"
 )
 
 // KubeletDeviceHealth is the kubelet's word on one device a container
@@ -38,7 +37,7 @@ func kubeletHealthStatus(h string) string {
 }
 
 // kubeletHealth resolves the kubelet's device health entries to the NVML
-// devices they name, sorted by container and device ID.
+// devices they name, in the specs' order (by container and device).
 func kubeletHealth(in Inputs, ix *deviceIndex) []KubeletDeviceHealth {
 	if in.Specs == nil || len(in.Specs.DeviceHealth) == 0 {
 		return nil
@@ -68,9 +67,6 @@ func kubeletHealth(in Inputs, ix *deviceIndex) []KubeletDeviceHealth {
 		}
 		out = append(out, row)
 	}
-	resource.SortByKey(out, func(r *KubeletDeviceHealth) resource.Key {
-		return resource.Key{Namespace: r.Namespace, Pod: r.Pod, Container: r.Container, Name: r.DeviceID}
-	})
 	return out
 }
 

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -74,6 +75,13 @@ func PodDeviceHealth(pod *corev1.Pod, m *resource.Matcher, drivers []string) []C
 		}
 	}
 	return out
+}
+
+// compareDeviceHealth orders entries by container, then device, so that
+// the exposition is stable between scrapes.
+func compareDeviceHealth(a, b ContainerDeviceHealth) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Pod, b.Pod), cmp.Compare(a.Container, b.Container),
+		cmp.Compare(a.Resource, b.Resource), cmp.Compare(a.ResourceID, b.ResourceID))
 }
 
 // slimResourceStatus keeps the GPU entries of an allocatedResourcesStatus

@@ -45,7 +45,8 @@ type Specs struct {
 	// Workloads names the workload of each pod; nil when unknown.
 	Workloads WorkloadLookup
 	// DeviceHealth is the kubelet's health of the GPU devices allocated to
-	// containers, as pod statuses carry it (KEP-4680).
+	// containers, as pod statuses carry it (KEP-4680), sorted by container
+	// and device.
 	DeviceHealth []ContainerDeviceHealth
 	// DRA resolves devices allocated through DRA claims; nil when the
 	// node's ResourceSlices are not read.

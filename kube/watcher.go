@@ -72,7 +72,7 @@ type Snapshot struct {
 	// Node is the GPU capacity/allocatable of this node.
 	Node NodeResources
 	// DeviceHealth is the kubelet's health of every GPU device allocated
-	// to a container of a non-terminal pod (PodDeviceHealth).
+	// to a container of a non-terminal pod (PodDeviceHealth), sorted.
 	DeviceHealth []ContainerDeviceHealth
 
 	// DRA is, when the ResourceSlice informer runs, the devices each DRA
@@ -323,6 +323,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		podContainerIDs(pod, s.containers)
 	}
 	slices.SortFunc(s.Containers, compareContainerResources)
+	slices.SortFunc(s.DeviceHealth, compareDeviceHealth)
 	resource.SortPodResources(s.Pods)
 
 	if obj, ok, err := w.nodeInformer.GetStore().GetByKey(w.cfg.NodeName); err == nil && ok {

@@ -89,8 +89,9 @@ func PodWorkloadOf(pod *corev1.Pod) Workload {
 	switch owner.Kind {
 	case "ReplicaSet":
 		if h := l[labelPodTemplateHash]; h != "" {
-			if name, ok := strings.CutSuffix(owner.Name, "-"+h); ok && name != "" {
-				return Workload{"Deployment", name}
+			// <name>-<hash>, compared without building "-"+hash per scrape.
+			if name, ok := strings.CutSuffix(owner.Name, h); ok && len(name) > 1 && name[len(name)-1] == '-' {
+				return Workload{"Deployment", name[:len(name)-1]}
 			}
 		}
 	case "Job":
