@@ -81,6 +81,7 @@ func TestNode(t *testing.T) {
 	t.Run("EightGPUsBothNUMANodes", func(t *testing.T) { testEight(t, n, addr) })
 	t.Run("TimeSlicedReplicas", func(t *testing.T) { testTimeSliced(t, n, addr) })
 	t.Run("DRAClaim", func(t *testing.T) { testDRA(t, n, addr) })
+	t.Run("DeviceHealthInPodStatus", func(t *testing.T) { testDeviceHealth(t, n, addr, whole) })
 	t.Run("KubeletRestart", func(t *testing.T) { testRestart(t, n, addr, "kubelet") })
 	t.Run("DevicePluginRestart", func(t *testing.T) { testPluginRestart(t, n, addr, whole) })
 	t.Run("ContainerdRestart", func(t *testing.T) { testRestart(t, n, addr, "containerd") })
