@@ -156,9 +156,14 @@ func (n *Node) buildAPIObjects() (*corev1.PodList, *corev1.NodeList) {
 	for _, p := range n.scenario.Pods {
 		pod := corev1.Pod{
 			TypeMeta:   metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: types.UID(PodUID(p.Namespace, p.Name)), ResourceVersion: "1"},
+			ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: types.UID(PodUID(p.Namespace, p.Name)), ResourceVersion: "1", Labels: p.Labels},
 			Spec:       corev1.PodSpec{NodeName: n.Name},
 			Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+		}
+		if c := p.Controller; c != nil {
+			yes := true
+			pod.OwnerReferences = []metav1.OwnerReference{{APIVersion: c.APIVersion, Kind: c.Kind, Name: c.Name,
+				UID: types.UID(PodUID(p.Namespace, c.Kind+"/"+c.Name)), Controller: &yes}}
 		}
 		for _, c := range p.Containers {
 			ctr := corev1.Container{Name: c.Name, Image: "registry.example/" + c.Name + ":sim"}

@@ -44,6 +44,16 @@ func TestInformersSyncAgainstSimulatedAPI(t *testing.T) {
 	if !ok || ref.Pod != "shared-a" || ref.PodUID != PodUID("batch", "shared-a") {
 		t.Fatalf("container lookup = %+v, %v", ref, ok)
 	}
+	// The scenario's labels and controllers name the pods' workloads.
+	for pod, want := range map[[2]string]kube.Workload{
+		{"ml-training", "trainer-0"}:  {Kind: "PyTorchJob", Name: "trainer"},
+		{"inference", "llm-server-0"}: {Kind: "StatefulSet", Name: "llm-server"},
+		{"batch", "shared-a"}:         {Kind: "Pod", Name: "shared-a"},
+	} {
+		if got, ok := s.PodWorkload(pod[0], pod[1]); !ok || got != want {
+			t.Errorf("workload of %v = %+v, %v; want %+v", pod, got, ok, want)
+		}
+	}
 }
 
 // TestSimulatedResourceSlicesThroughInformer runs kube.Watcher with DRA

@@ -88,9 +88,21 @@ const DefaultDRADriver = resource.DefaultDRADriver
 
 // Pod is one pod of the scenario.
 type Pod struct {
-	Namespace  string      `yaml:"namespace"`
-	Name       string      `yaml:"name"`
-	Containers []Container `yaml:"containers"`
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+	// Labels and Controller are the pod's as the API server holds them,
+	// which name its workload (a StatefulSet, a PyTorchJob's labels).
+	Labels     map[string]string `yaml:"labels"`
+	Controller *Controller       `yaml:"controller"`
+	Containers []Container       `yaml:"containers"`
+}
+
+// Controller is the object that created a pod: its controller owner
+// reference.
+type Controller struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Name       string `yaml:"name"`
 }
 
 // Container is one container and the devices it holds.
@@ -262,6 +274,9 @@ func (s *Scenario) validate() error {
 			bad(path, "duplicate pod %s", key)
 		} else {
 			seenPod[key] = true
+		}
+		if c := p.Controller; c != nil && (c.APIVersion == "" || c.Kind == "" || c.Name == "") {
+			bad(path+".controller", "apiVersion, kind and name are required")
 		}
 		// A pod's container names are unique in Kubernetes; two would
 		// serve two series of one identity, an error on every scrape.

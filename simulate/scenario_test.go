@@ -29,6 +29,7 @@ func TestParseErrorsNameLineOrField(t *testing.T) {
 		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n        utilization: {mean: 90, swing: 20, period: 1m}\n", "pods[0].containers[0].utilization"},
 		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n        utilization: {mean: 50, swing: 1, period: soon}\n", "invalid duration"},
 		{"model: Z80\n", "model: unknown model"},
+		{"gpus: 1\npods:\n  - namespace: a\n    name: b\n    controller: {kind: StatefulSet, name: b}\n", "pods[0].controller: apiVersion, kind and name are required"},
 		{"gpus: 1\nallocatable:\n  nvidia.com/gpu: [\"x\"]\n", "allocatable.nvidia.com/gpu[0]"},
 		{"gpus: 2\npods:\n  - namespace: a\n    name: b\n    containers:\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"0\"]\n      - name: c\n        resource: nvidia.com/gpu\n        devices: [\"1\"]\n", "pods[0].containers[1].name: duplicate container c in pod a/b"},
 	}
