@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -107,5 +108,36 @@ func TestFamilyJudges(t *testing.T) {
 	}
 	if rows := judgeGPM(append(noGPM, good[0]), uuid, nil, errors.New("not supported")); *rows[0].ok {
 		t.Errorf("GPM served where nvidia-smi has none passed: %+v", rows[0])
+	}
+}
+
+// TestDmonLines reads dmon's GPM columns (the last of each line) and picks
+// the sample of the second around an instant.
+func TestDmonLines(t *testing.T) {
+	for line, want := range map[string]string{
+		"# gpu    pwr  gtemp  mtemp     sm    mem    enc    dec    jpg    ofa   mclk   pclk  gpm:sm gpm:smocc gpm:anyta gpm:dram": "",
+		"    0    310     45     50    100      0      0      0      0      0   2619   1980     41       20        0       3":     "map[2:41 3:20 5:0 10:3]",
+		"    0":              "",
+		"    0  1   2  3  -": "error",
+	} {
+		vals, ok, err := parseDmonLine(line)
+		got := ""
+		switch {
+		case err != nil:
+			got = "error"
+		case ok:
+			got = fmt.Sprint(vals)
+		}
+		if got != want {
+			t.Errorf("%q: %s, want %s", line, got, want)
+		}
+	}
+	t0 := time.Unix(1000, 0)
+	samples := []dmonSample{{t0, map[int]float64{2: 1}}, {t0.Add(time.Second), map[int]float64{2: 2}}, {t0.Add(2 * time.Second), map[int]float64{2: 3}}}
+	if got := dmonAt(samples, t0.Add(1500*time.Millisecond)); got[2] != 3 {
+		t.Errorf("sample around 1.5s: %v, want the one printed at 2s", got)
+	}
+	if got := dmonAt(samples, t0.Add(5*time.Second)); got[2] != 3 {
+		t.Errorf("sample after the last: %v, want the last", got)
 	}
 }

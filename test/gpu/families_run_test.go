@@ -1,6 +1,8 @@
 package gpu
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -83,6 +85,11 @@ func (h *harness) checkFamilies(t *testing.T, e *exporter, uuid string, f *famRu
 	defer l.stop()
 	time.Sleep(h.settle + 2*h.poll)
 
+	var dmonWait func() ([]dmonSample, error)
+	if !h.mig {
+		// Enough one-second samples to outlast the scrape below.
+		dmonWait = startDmon(h.smi, 5)
+	}
 	replaysBefore, replaysErr := pcieReplays(h.smi)
 	before, err := snapshot(h.smi, chosen)
 	if err != nil {
@@ -106,7 +113,10 @@ func (h *harness) checkFamilies(t *testing.T, e *exporter, uuid string, f *famRu
 	var appsErr, gpmErr error
 	if !h.mig {
 		apps, appsErr = computeApps(h.smi, uuid)
-		gpm, gpmErr = dmonGPM(h.smi, 3)
+		var samples []dmonSample
+		if samples, gpmErr = dmonWait(); gpmErr == nil {
+			gpm = dmonAt(samples, t1)
+		}
 	}
 	if l.exited() {
 		t.Fatalf("families: the load generator exited early:\n%s", l.output())
@@ -293,46 +303,94 @@ func judgeProcessMemory(ss []series, uuid string, apps []app, err error, holder 
 	return r
 }
 
-// dmonGPM reads the GPM metrics with nvidia-smi dmon, count one-second
-// samples, and returns each metric's mean in percent. dmon appends the GPM
-// columns after its default ones, so they are the last of each line.
-func dmonGPM(smi func(...string) *exec.Cmd, count int) (map[int]float64, error) {
+// dmonSample is one line of nvidia-smi dmon: the GPM metrics of the second
+// that ended when it was printed, in percent, by metric ID.
+type dmonSample struct {
+	at   time.Time
+	vals map[int]float64
+}
+
+// parseDmonLine reads the GPM columns of one dmon line: dmon appends them
+// after its default ones, so they are the last of the line. ok is false for
+// headers and short lines.
+func parseDmonLine(line string) (vals map[int]float64, ok bool, err error) {
+	f := strings.Fields(line)
+	if len(f) < len(gpmMetrics)+1 || strings.HasPrefix(f[0], "#") {
+		return nil, false, nil
+	}
+	f = f[len(f)-len(gpmMetrics):]
+	vals = make(map[int]float64, len(f))
+	for i, s := range f {
+		v, perr := strconv.ParseFloat(s, 64)
+		if perr != nil {
+			return nil, false, fmt.Errorf("nvidia-smi dmon: GPM value %q is not a number (GPM unsupported here?)", s)
+		}
+		vals[gpmMetrics[i].id] = v
+	}
+	return vals, true, nil
+}
+
+// startDmon runs nvidia-smi dmon for count one-second GPM samples beside
+// the scrape, stamping each line as it arrives; wait returns them. The
+// exporter's GPM reading is compared with the second around the scrape, not
+// with seconds after it: the GPU's activity may move in between.
+func startDmon(smi func(...string) *exec.Cmd, count int) (wait func() ([]dmonSample, error)) {
 	ids := make([]string, len(gpmMetrics))
 	for i, m := range gpmMetrics {
 		ids[i] = strconv.Itoa(m.id)
 	}
-	out, err := runSMI(smi("dmon", "-i", "0", "-c", strconv.Itoa(count), "--gpm-metrics", strings.Join(ids, ",")))
+	cmd := smi("dmon", "-i", "0", "-c", strconv.Itoa(count), "--gpm-metrics", strings.Join(ids, ","))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err == nil {
+		err = cmd.Start()
+	}
 	if err != nil {
-		return nil, err
+		return func() ([]dmonSample, error) { return nil, fmt.Errorf("nvidia-smi dmon: %w", err) }
 	}
-	sums := map[int]float64{}
-	n := 0
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < len(gpmMetrics)+1 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		f = f[len(f)-len(gpmMetrics):]
-		vals := make([]float64, len(f))
-		for i, s := range f {
-			v, perr := strconv.ParseFloat(s, 64)
-			if perr != nil {
-				return nil, fmt.Errorf("nvidia-smi dmon: GPM value %q is not a number (GPM unsupported here?)", s)
+	type result struct {
+		samples []dmonSample
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		var lines []string
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			vals, ok, perr := parseDmonLine(sc.Text())
+			if perr != nil && r.err == nil {
+				r.err = perr
 			}
-			vals[i] = v
+			if ok {
+				r.samples = append(r.samples, dmonSample{at: time.Now(), vals: vals})
+			}
 		}
-		for i, m := range gpmMetrics {
-			sums[m.id] += vals[i]
+		if werr := cmd.Wait(); werr != nil && r.err == nil {
+			r.err = fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), werr, stderr.Bytes())
 		}
-		n++
+		if r.err == nil && len(r.samples) == 0 {
+			r.err = fmt.Errorf("nvidia-smi dmon printed no samples:\n%s", strings.Join(lines, "\n"))
+		}
+		done <- r
+	}()
+	return func() ([]dmonSample, error) {
+		r := <-done
+		return r.samples, r.err
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("nvidia-smi dmon printed no samples:\n%s", out)
+}
+
+// dmonAt returns the sample of the second around at: the first printed
+// after it, or the last.
+func dmonAt(samples []dmonSample, at time.Time) map[int]float64 {
+	for _, s := range samples {
+		if !s.at.Before(at) {
+			return s.vals
+		}
 	}
-	for id := range sums {
-		sums[id] /= float64(n)
-	}
-	return sums, nil
+	return samples[len(samples)-1].vals
 }
 
 func judgeGPM(ss []series, uuid string, gpm map[int]float64, err error) []row {
