@@ -7,6 +7,8 @@ package collector
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -233,12 +235,17 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 
 	snap, err := c.nvml.Read(ctx)
 	h.NVMLUp = err == nil && snap != nil
+	h.NVMLErr = err
+	if err == nil && snap == nil {
+		h.NVMLErr = errNoPoll
+	}
 	if snap != nil {
 		h.NVMLDuration = snap.PollDuration.Seconds()
 	}
 	stale := h.NVMLUp && c.cfg.NVMLStaleAfter > 0 && c.cfg.Now().Sub(snap.Taken) > c.cfg.NVMLStaleAfter
 	if stale {
 		h.NVMLUp = false
+		h.NVMLErr = fmt.Errorf("%w: last poll at %s", errStale, snap.Taken.UTC().Format(time.RFC3339))
 		c.log.set("nvml-stale", true, "NVML poll is overdue; serving no device readings until it returns", "last_poll", snap.Taken)
 	} else {
 		c.log.set("nvml-stale", false, "")
@@ -251,6 +258,7 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		ks, dur, err := c.kubeletView(ctx)
 		h.KubeletDuration = dur
 		h.HasKubelet = true
+		h.KubeletErr = err
 		if err == nil {
 			h.KubeletUp = true
 			in.Kubelet = ks
@@ -262,6 +270,7 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		var err error
 		in.Specs, err = c.specs.Read(ctx)
 		h.KubeUp = err == nil
+		h.KubeErr = err
 	}
 	in.NoAttribution = c.noAttribution(ctx, &in)
 
@@ -309,7 +318,15 @@ type Health struct {
 	NVMLUp, KubeletUp, KubeUp     bool
 	HasKubelet, HasKube           bool
 	NVMLDuration, KubeletDuration float64
+	// NVMLErr, KubeletErr and KubeErr say why a source is down (nil when
+	// up): the status page shows them, the metrics count their reasons.
+	NVMLErr, KubeletErr, KubeErr error
 }
+
+var (
+	errNoPoll = errors.New("no NVML poll has finished yet")
+	errStale  = errors.New("NVML poll overdue")
+)
 
 func (c *Collector) collect(ctx context.Context, ch chan<- prometheus.Metric) {
 	v, h := c.Gather(ctx)

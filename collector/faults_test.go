@@ -157,6 +157,13 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 		if down[`kube_gpu_exporter_errors_total{reason=unavailable,source=kubelet}`] < 1 {
 			t.Fatalf("kubelet down: no unavailable error counted: %v", down)
 		}
+		// The status page's line per source says the same, with why.
+		_, h := c.Gather(context.Background())
+		src := c.Sources(h)
+		if len(src) != 2 || src[0].Name != "nvml" || !src[0].Up || src[0].Err != "" ||
+			src[1].Name != "kubelet" || src[1].Up || src[1].Err == "" || src[1].Errors["unavailable"] < 1 {
+			t.Fatalf("kubelet down: sources %+v", src)
+		}
 		clk.Advance(2 * time.Second)
 		sampler.Poll()
 	}

@@ -132,3 +132,35 @@ func (l *idLog) update(ids []string) {
 	}
 	l.seen = next
 }
+
+// SourceState is one source's state as a person reads it: whether it
+// answered, why not, and the errors it has met since start.
+type SourceState struct {
+	// Name is the source label of kube_gpu_exporter_up.
+	Name string
+	Up   bool
+	// Err is why the source is down; empty when it is up.
+	Err string
+	// Errors counts the errors met reading the source since start, by
+	// reason (kube_gpu_exporter_errors_total).
+	Errors map[string]uint64
+}
+
+// Sources returns the state of every source in use, as the scrape that
+// returned h saw it, in the order the metrics list them.
+func (c *Collector) Sources(h Health) []SourceState {
+	msg := func(up bool, err error) string {
+		if up || err == nil {
+			return ""
+		}
+		return err.Error()
+	}
+	out := []SourceState{{Name: "nvml", Up: h.NVMLUp, Err: msg(h.NVMLUp, h.NVMLErr), Errors: c.nvml.Errors()}}
+	if h.HasKubelet {
+		out = append(out, SourceState{Name: "kubelet", Up: h.KubeletUp, Err: msg(h.KubeletUp, h.KubeletErr), Errors: c.kubelet.Errors()})
+	}
+	if h.HasKube {
+		out = append(out, SourceState{Name: "kubernetes", Up: h.KubeUp, Err: msg(h.KubeUp, h.KubeErr), Errors: c.specs.Errors()})
+	}
+	return out
+}
