@@ -16,12 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/version"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/kube-gpu-exporter/kube-gpu-exporter/collector"
+	"github.com/kube-gpu-exporter/kube-gpu-exporter/internal/statuspage"
 )
 
-// NewHandler builds the HTTP routes: the landing page and the metrics path.
+// NewHandler builds the HTTP routes: the status page and the metrics path.
 // Only GET and HEAD are served.
 func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (http.Handler, error) {
 	labels := prometheus.Labels{}
@@ -52,19 +52,15 @@ func NewHandler(o *Options, coll *collector.Collector, logger *slog.Logger) (htt
 	// counted under code 503.
 	metrics := promhttp.InstrumentMetricHandler(wrap, scrapes)
 
-	landing, err := web.NewLandingPage(web.LandingConfig{
-		Name:        Name,
-		Description: "Per-container and per-node GPU usage, requests, limits, capacity and allocatable for Kubernetes",
-		Version:     version.Info(),
-		Links:       []web.LandingLinks{{Address: o.metricsPath, Text: "Metrics"}},
-		Profiling:   strconv.FormatBool(o.pprof),
+	// The page at / reads the snapshot a scrape reads: a page view makes no
+	// NVML or kubelet call, and it is served behind the same TLS and
+	// authentication as the metrics.
+	status := statuspage.New(coll, statuspage.Config{
+		Node: o.nodeName, Version: version.Version, MetricsPath: o.metricsPath, Profiling: o.pprof,
 	})
-	if err != nil {
-		return nil, err
-	}
 	mux := http.NewServeMux()
 	mux.Handle("GET "+o.metricsPath, metrics)
-	mux.Handle("GET /{$}", landing)
+	mux.Handle("GET /{$}", status)
 	if o.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
