@@ -21,7 +21,7 @@ export CGO_ENABLED := 1
 export CGO_CFLAGS  := $(shell scripts/build-flags.sh cgo-cflags)
 export PATH        := $(TOOLS):$(PATH)
 
-.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once soak dashboards clean
+.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once soak dashboards screenshot clean
 
 all: lint test build
 
@@ -40,8 +40,8 @@ run: build
 		echo "no NVIDIA driver: serving the built-in simulated node on :9871"; ./$(SIM_BIN); \
 	fi
 
-# Everything the tests need: promtool/prometheus and containerd/runc (Debian
-# packages; the services they install stay stopped), helm and kustomize
+# Everything the tests need: promtool/prometheus, containerd/runc and
+# chromium (Debian packages; the services they install stay stopped), helm and kustomize
 # (built from the Go module proxy into .tools/bin), and the etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubelet of
 # test/kubeapi and test/node (scripts/kube-tools.sh, cached under
@@ -55,6 +55,9 @@ deps:
 		echo "installing containerd and runc (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; \
 		systemctl disable --now containerd >/dev/null 2>&1 || true; }
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium (Debian package), for the status page's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(TOOLS)/helm || { echo "building helm $(HELM_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
 	@test -x $(TOOLS)/kustomize || { echo "building kustomize $(KUSTOMIZE_VERSION)"; GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
 	@GO=$(GO) scripts/kube-tools.sh
@@ -109,6 +112,11 @@ test-gpu:
 # Regenerate dashboards/*.json from their Go definitions.
 dashboards:
 	$(GO) test ./dashboards -run TestGenerated -update -count=1
+
+# Regenerate docs/img/status-page.png: the built-in simulated node's page
+# at /, rendered in headless Chromium by the test that checks it.
+screenshot:
+	$(GO) test ./cmd/exporter -run '^TestStatusPageInChromium$$' -count=1 -status-page.screenshot=docs/img/status-page.png
 
 clean:
 	rm -rf bin

@@ -143,6 +143,9 @@ func Build(v collector.View, sources []collector.SourceState, info Info) Page {
 		}
 		var errs []string
 		for _, reason := range slices.Sorted(maps.Keys(s.Errors)) {
+			if s.Errors[reason] == 0 {
+				continue
+			}
 			errs = append(errs, fmt.Sprintf("%s %d", reason, s.Errors[reason]))
 		}
 		l.Errors = strings.Join(errs, ", ")
@@ -167,15 +170,15 @@ func row(d *nvml.Reading, holders []string, h collector.DeviceHealth, hasHealth 
 	}
 	switch {
 	case d.HasMemory && d.MemoryTotal > 0:
-		r.Memory = fmt.Sprintf("%s of %s GiB", gib(d.MemoryUsed), gib(d.MemoryTotal))
+		r.Memory = fmt.Sprintf("%s / %s GiB", gib(d.MemoryUsed), gib(d.MemoryTotal))
 		r.MemPct = 100 * float64(d.MemoryUsed) / float64(d.MemoryTotal)
 	case d.MemoryTotal > 0:
-		r.Memory = fmt.Sprintf("%s of %s GiB", none, gib(d.MemoryTotal))
+		r.Memory = fmt.Sprintf("%s / %s GiB", none, gib(d.MemoryTotal))
 	}
 	t := &d.Telemetry
 	switch {
 	case t.PowerWatts.OK && t.PowerLimitWatts.OK:
-		r.Power = fmt.Sprintf("%.0f of %.0f W", t.PowerWatts.V, t.PowerLimitWatts.V)
+		r.Power = fmt.Sprintf("%.0f / %.0f W", t.PowerWatts.V, t.PowerLimitWatts.V)
 	case t.PowerWatts.OK:
 		r.Power = fmt.Sprintf("%.0f W", t.PowerWatts.V)
 	}
@@ -204,7 +207,7 @@ func xids(d *nvml.Reading) string {
 	}
 	s := strings.Join(parts, ", ")
 	if !d.LastXid.IsZero() {
-		s += ", last at " + d.LastXid.UTC().Format("2006-01-02 15:04:05 UTC")
+		s += "; last " + d.LastXid.UTC().Format("2006-01-02 15:04:05 UTC")
 	}
 	return s
 }

@@ -65,41 +65,41 @@ func TestBuildRows(t *testing.T) {
 		name: "one holder, healthy",
 		v:    view([]nvml.Reading{g0}, map[string][][3]string{"GPU-0": {{"ml", "train-0", "main"}}}, map[string][2]string{"GPU-0": {"healthy", "none"}}),
 		want: []Row{{ID: "0", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-0", Holders: []string{"ml/train-0/main"},
-			Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 of 80.0 GiB", MemPct: 25, Power: "350 of 700 W", Temp: "60 °C",
+			Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 / 80.0 GiB", MemPct: 25, Power: "350 / 700 W", Temp: "60 °C",
 			Health: "healthy", Class: "healthy"}},
 	}, {
 		name: "shared GPU lists every holder",
 		v:    view([]nvml.Reading{g0}, map[string][][3]string{"GPU-0": {{"b", "a", "w"}, {"b", "b", "w"}}}, nil),
 		want: []Row{{ID: "0", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-0", Holders: []string{"b/a/w", "b/b/w"},
-			Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 of 80.0 GiB", MemPct: 25, Power: "350 of 700 W", Temp: "60 °C",
+			Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 / 80.0 GiB", MemPct: 25, Power: "350 / 700 W", Temp: "60 °C",
 			Health: none, Class: "unknown"}},
 	}, {
 		name: "MIG instances under their GPU, ordered by instance, with its health",
 		v: view([]nvml.Reading{mig(g1, "MIG-b", "2g.20gb", 3), g1, mig(g1, "MIG-a", "1g.10gb", 1)},
 			map[string][][3]string{"MIG-b": {{"nb", "alice", "nb"}}}, map[string][2]string{"GPU-1": {"degraded", "thermal_slowdown"}}),
 		want: []Row{
-			{ID: "1", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-1", Duty: none, DutyPct: -1, SM: none, Memory: "20.0 of 80.0 GiB", MemPct: 25,
-				Power: "350 of 700 W", Temp: "60 °C", Health: "degraded", Reason: "thermal_slowdown", Class: "degraded"},
-			{MIG: true, ID: "1 / GI 1 CI 0", Model: "MIG 1g.10gb", UUID: "MIG-a", Duty: none, DutyPct: -1, SM: none, Memory: "1.0 of 10.0 GiB", MemPct: 10,
+			{ID: "1", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-1", Duty: none, DutyPct: -1, SM: none, Memory: "20.0 / 80.0 GiB", MemPct: 25,
+				Power: "350 / 700 W", Temp: "60 °C", Health: "degraded", Reason: "thermal_slowdown", Class: "degraded"},
+			{MIG: true, ID: "1 / GI 1 CI 0", Model: "MIG 1g.10gb", UUID: "MIG-a", Duty: none, DutyPct: -1, SM: none, Memory: "1.0 / 10.0 GiB", MemPct: 10,
 				Power: none, Temp: none, Health: "degraded", Reason: "thermal_slowdown", Class: "degraded"},
 			{MIG: true, ID: "1 / GI 3 CI 0", Model: "MIG 2g.20gb", UUID: "MIG-b", Holders: []string{"nb/alice/nb"}, Duty: none, DutyPct: -1, SM: none,
-				Memory: "1.0 of 10.0 GiB", MemPct: 10, Power: none, Temp: none, Health: "degraded", Reason: "thermal_slowdown", Class: "degraded"},
+				Memory: "1.0 / 10.0 GiB", MemPct: 10, Power: none, Temp: none, Health: "degraded", Reason: "thermal_slowdown", Class: "degraded"},
 		},
 	}, {
 		name: "unsupported readings are dashes, not zeros",
 		v:    view([]nvml.Reading{bare}, nil, nil),
-		want: []Row{{ID: "2", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-2", Duty: none, DutyPct: -1, SM: none, Memory: "— of 80.0 GiB", MemPct: -1,
+		want: []Row{{ID: "2", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-2", Duty: none, DutyPct: -1, SM: none, Memory: "— / 80.0 GiB", MemPct: -1,
 			Power: none, Temp: none, Health: none, Class: "unknown"}},
 	}, {
 		name: "Xid codes with counts and the time of the last",
 		v:    view([]nvml.Reading{xid}, nil, map[string][2]string{"GPU-3": {"failed", "xid"}}),
-		want: []Row{{ID: "3", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-3", Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 of 80.0 GiB", MemPct: 25,
-			Power: "350 of 700 W", Temp: "60 °C", Health: "failed", Reason: "xid", Class: "failed", Xid: "13 ×2, 79 ×1, last at 2026-12-02 12:59:00 UTC"}},
+		want: []Row{{ID: "3", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-3", Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 / 80.0 GiB", MemPct: 25,
+			Power: "350 / 700 W", Temp: "60 °C", Health: "failed", Reason: "xid", Class: "failed", Xid: "13 ×2, 79 ×1; last 2026-12-02 12:59:00 UTC"}},
 	}, {
 		name: "SM activity from GPM",
 		v:    view([]nvml.Reading{prof}, nil, nil),
-		want: []Row{{ID: "4", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-4", Duty: "50 %", DutyPct: 50, SM: "25 %", Memory: "20.0 of 80.0 GiB", MemPct: 25,
-			Power: "350 of 700 W", Temp: "60 °C", Health: none, Class: "unknown"}},
+		want: []Row{{ID: "4", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-4", Duty: "50 %", DutyPct: 50, SM: "25 %", Memory: "20.0 / 80.0 GiB", MemPct: 25,
+			Power: "350 / 700 W", Temp: "60 °C", Health: none, Class: "unknown"}},
 	}, {
 		name: "a lost GPU stays listed, by its health row",
 		v: func() collector.View {
@@ -109,9 +109,9 @@ func TestBuildRows(t *testing.T) {
 			return vw
 		}(),
 		want: []Row{
-			{ID: "0", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-0", Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 of 80.0 GiB", MemPct: 25,
-				Power: "350 of 700 W", Temp: "60 °C", Health: "healthy", Class: "healthy"},
-			{ID: "1", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-9", Duty: none, DutyPct: -1, SM: none, Memory: "— of 80.0 GiB", MemPct: -1,
+			{ID: "0", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-0", Duty: "50 %", DutyPct: 50, SM: none, Memory: "20.0 / 80.0 GiB", MemPct: 25,
+				Power: "350 / 700 W", Temp: "60 °C", Health: "healthy", Class: "healthy"},
+			{ID: "1", Model: "NVIDIA H100 80GB HBM3", UUID: "GPU-9", Duty: none, DutyPct: -1, SM: none, Memory: "— / 80.0 GiB", MemPct: -1,
 				Power: none, Temp: none, Health: "failed", Reason: "lost", Class: "failed"},
 		},
 	}, {
@@ -153,7 +153,7 @@ func TestBuildResourcesAndSources(t *testing.T) {
 	}
 	sources := []collector.SourceState{
 		{Name: "nvml", Up: true},
-		{Name: "kubelet", Err: errors.New("rpc error: code = Unavailable").Error(), Errors: map[string]uint64{"unavailable": 3, "deadline": 1}},
+		{Name: "kubelet", Err: errors.New("rpc error: code = Unavailable").Error(), Errors: map[string]uint64{"unavailable": 3, "deadline": 1, "watch": 0}},
 	}
 	p := Build(vw, sources, Info{Now: now})
 	wantRes := []Resource{{Name: "nvidia.com/gpu", Requested: "5", Allocatable: "8"}, {Name: "nvidia.com/mig-1g.10gb", Requested: "0", Allocatable: none}}
