@@ -4,6 +4,7 @@
 GO        ?= go
 BIN       := bin/kube-gpu-exporter
 SIM_BIN   := bin/kube-gpu-exporter-sim
+PLUGIN_BIN := bin/kubectl-gpu
 TOOLS     := $(CURDIR)/.tools/bin
 # scripts/build-flags.sh holds the flags every build uses (VERSION=...
 # overrides the version stamp).
@@ -25,11 +26,13 @@ export PATH        := $(TOOLS):$(PATH)
 
 all: lint test build
 
-# The production exporter and kube-gpu-exporter-sim, the same exporter on
-# a simulated node (which only the latter links).
+# The production exporter, kube-gpu-exporter-sim, the same exporter on a
+# simulated node (which only the latter links), and the kubectl plugin
+# kubectl-gpu (put it on PATH: `kubectl gpu top nodes`).
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/exporter
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(SIM_BIN) ./cmd/kube-gpu-exporter-sim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(PLUGIN_BIN) ./cmd/kubectl-gpu
 
 # Runs against the real driver when libnvidia-ml is installed, else on the
 # built-in simulated node.

@@ -2,6 +2,7 @@ package gputop
 
 import (
 	"cmp"
+	"math"
 	"slices"
 )
 
@@ -74,6 +75,10 @@ func devKey(s Sample) deviceKey {
 
 func ptr(v float64) *float64 { return &v }
 
+// percent rounds a duty cycle to a hundredth of a percent: the last bits
+// of a mean depend on the order Prometheus added its series in.
+func percent(v float64) *float64 { return ptr(math.Round(v*100) / 100) }
+
 func add(p **float64, v float64) {
 	if *p == nil {
 		*p = ptr(0)
@@ -141,10 +146,10 @@ func Nodes(r Results) []NodeRow {
 		counts[k]++
 	}
 	for k, c := range counts {
-		rows[k].DutyCycle = ptr(sums[k] / float64(c))
+		rows[k].DutyCycle = percent(sums[k] / float64(c))
 	}
 	for _, s := range r.Recorded[qDuty] {
-		get(s).DutyCycle = ptr(s.Value)
+		get(s).DutyCycle = percent(s.Value)
 	}
 	res := map[nodeKey]map[string]*ResourceCount{}
 	resOf := func(s Sample) *ResourceCount {
@@ -273,7 +278,7 @@ func Pods(r Results) []PodRow {
 			p.GPUs = append(p.GPUs, *g)
 		}
 		if n > 0 {
-			p.DutyCycle = ptr(duty / float64(n))
+			p.DutyCycle = percent(duty / float64(n))
 		}
 		if p.GPUs == nil {
 			p.GPUs = []PodGPU{}
