@@ -336,3 +336,47 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsSample keeps the sample output in the README and docs equal to
+// the golden files TestTop checks; -update rewrites it.
+func TestDocsSample(t *testing.T) {
+	var sample strings.Builder
+	sample.WriteString("```\n")
+	for _, v := range []struct{ cmd, golden string }{
+		{"kubectl gpu top nodes", "top-nodes.golden"},
+		{"kubectl gpu top pods -A", "top-pods-all.golden"},
+	} {
+		b, err := os.ReadFile(filepath.Join("testdata", v.golden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sample.WriteString("$ " + v.cmd + "\n")
+		sample.Write(b)
+	}
+	sample.WriteString("```\n")
+	for _, doc := range []string{"README.md", filepath.Join("docs", "kubectl-gpu.md")} {
+		path := filepath.Join(tooltest.RepoRoot(), doc)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		start := strings.Index(text, "<!-- sample: ")
+		end := strings.Index(text, "<!-- end sample -->")
+		if start < 0 || end < start {
+			t.Errorf("%s: no <!-- sample: --> ... <!-- end sample --> block", doc)
+			continue
+		}
+		start += strings.Index(text[start:], "\n") + 1
+		if text[start:end] == sample.String() {
+			continue
+		}
+		if *update {
+			if err := os.WriteFile(path, []byte(text[:start]+sample.String()+text[end:]), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		t.Errorf("%s: the sample differs from the golden files (go test ./cmd/kubectl-gpu -update):\n%s", doc, text[start:end])
+	}
+}
