@@ -62,7 +62,7 @@ log "benchmarks (-benchtime=$benchtime, $count runs): $out/bench.txt"
 : >"$out/bench.txt"
 for ((r = 1; r <= count; r++)); do
 	go test -run '^$' -bench . -benchmem -benchtime="$benchtime" ./collector/... >>"$out/bench.txt"
-	go test -run '^$' -bench 'Handler/.*/gzip' -benchmem -benchtime="$benchtime" ./cmd/exporter/ >>"$out/bench.txt"
+	go test -run '^$' -bench 'Handler/.*/gzip|StatusPage' -benchmem -benchtime="$benchtime" ./internal/exporter/ >>"$out/bench.txt"
 done
 
 # --- 2. the binary on a simulated node -------------------------------------
@@ -229,7 +229,7 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 awk '
 /^Benchmark/ {
 	# BenchmarkScrape/CASE/exporter-2, BenchmarkHandler/CASE/gzip-2,
-	# BenchmarkKubeletFetchUncached/CASE-2
+	# BenchmarkKubeletFetchUncached/CASE-2, BenchmarkStatusPage/CASE-2
 	name = $1; sub(/-[0-9]+$/, "", name)
 	n3 = split(name, p, "/")
 	kind = p[1]; c = p[2]
@@ -252,12 +252,12 @@ function median(kind, c, f,    k, m, i, j, t, a) {
 	return a[int((m + 1) / 2)]
 }
 END {
-	printf "%-26s %6s %12s %8s %12s %8s %6s %12s %12s\n", "case", "series", "scrape ns", "allocs", "floor ns", "allocs", "ratio", "http+gzip ns", "fetch ns"
+	printf "%-26s %6s %12s %8s %12s %8s %6s %12s %12s %12s\n", "case", "series", "scrape ns", "allocs", "floor ns", "allocs", "ratio", "http+gzip ns", "fetch ns", "page ns"
 	for (k = 1; k <= n; k++) {
 		c = order[k]
 		s = median("BenchmarkScrape/exporter", c, "ns"); f = median("BenchmarkScrape/floor", c, "ns")
 		cnt["", c, "ratio"] = cnt["BenchmarkScrape/floor", c, "ns"]
-		printf "%-26s %6d %12d %8d %12d %8d %6.2f %12d %12d\n", c, median("BenchmarkScrape/exporter", c, "se"), s, median("BenchmarkScrape/exporter", c, "al"), f, median("BenchmarkScrape/floor", c, "al"), median("", c, "ratio"), median("BenchmarkHandler/gzip", c, "ns"), median("BenchmarkKubeletFetchUncached", c, "ns")
+		printf "%-26s %6d %12d %8d %12d %8d %6.2f %12d %12d %12d\n", c, median("BenchmarkScrape/exporter", c, "se"), s, median("BenchmarkScrape/exporter", c, "al"), f, median("BenchmarkScrape/floor", c, "al"), median("", c, "ratio"), median("BenchmarkHandler/gzip", c, "ns"), median("BenchmarkKubeletFetchUncached", c, "ns"), median("BenchmarkStatusPage", c, "ns")
 	}
 }' "$out/bench.txt" | tee "$out/table.txt"
 
@@ -268,6 +268,7 @@ floor:  client_golang alone, same series from prepared values
 ratio:  median over the runs of scrape/floor, each pair measured back to back
 http+gzip: the /metrics handler incl. Go/process collectors and gzip
 fetch:  one uncached pod-resources round trip (List + GetAllocatableResources)
+page:   one view of the status page at / (the snapshot read, the page model, the template); no scrape builds it
 
 binary on the simulated 8-GPU/110-pod node ($(nproc) CPUs, $(date -u +%Y-%m-%d)):
 start to first complete scrape       ${startup_ms} ms
