@@ -130,3 +130,37 @@ func colours(img image.Image) (inked float64, healthy, degraded int) {
 	}
 	return float64(n) / float64(b.Dx()*b.Dy()), healthy, degraded
 }
+
+// TestStatusPageEscapesHostileNames: the kubelet's socket passes on pod
+// names no API server would admit; the page at / shows them as text, and
+// tells the browser to run no script whatever it holds.
+func TestStatusPageEscapesHostileNames(t *testing.T) {
+	t.Parallel()
+	const pod = `<script>alert(1)</script>"><img src=x onerror=alert(2)>`
+	k := newTestKubelet(2, 1)
+	k.ListReply.PodResources[0].Name = pod
+	k.ListReply.PodResources[0].Namespace = `team'<b>`
+	sock := serveKubelet(t, k)
+	e := launch(t, plainReady, "--simulate.scenario="+gpuOnlyScenario(t, 2), "--kubelet.pod-resources-socket="+sock, "--no-kube.enabled")
+	resp, err := http.Get("http://" + e.Addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("status page: %d %v", resp.StatusCode, err)
+	}
+	body := string(b)
+	for _, raw := range []string{"<script", "<img", "<b>"} {
+		if strings.Contains(body, raw) {
+			t.Errorf("status page holds %q unescaped", raw)
+		}
+	}
+	if want := "team&#39;&lt;b&gt;/&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(2)&gt;/main"; !strings.Contains(body, want) {
+		t.Errorf("the hostile holder is not shown as text %q:\n%s", want, body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("Content-Security-Policy = %q", csp)
+	}
+}
