@@ -28,7 +28,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := kingpin.New("kubectl-gpu", "GPUs of a Kubernetes cluster as kube-gpu-exporter reports them.").UsageWriter(stderr).ErrorWriter(stderr)
 	app.Terminate(nil)
-	var o gputop.Options
+	o := gputop.Options{Warnings: stderr}
 	app.Flag("prometheus-url", "Prometheus to ask (its base URL); without it, the Prometheus services found through the API server are asked.").StringVar(&o.PrometheusURL)
 	app.Flag("prometheus-selector", "Label selector of the Prometheus services looked for through the API server.").Default("app.kubernetes.io/name=prometheus").StringVar(&o.PrometheusSelector)
 	app.Flag("exporter-selector", "Label selector of the exporter pods scraped through the API server's pod proxy when no Prometheus answers.").Default("app.kubernetes.io/name=kube-gpu-exporter").StringVar(&o.ExporterSelector)

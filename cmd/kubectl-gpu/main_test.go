@@ -132,13 +132,17 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		items := ""
 		if f.exporter != "" && r.URL.Query().Get("labelSelector") == "app.kubernetes.io/name=kube-gpu-exporter" {
 			items = `{"metadata":{"name":"kube-gpu-exporter-7xk2p","namespace":"monitoring"},"spec":{"containers":[{"name":"exporter","ports":[{"name":"metrics","containerPort":9871}]}]},"status":{"phase":"Running"}},
-				{"metadata":{"name":"kube-gpu-exporter-pending","namespace":"monitoring"},"spec":{"containers":[{"name":"exporter"}]},"status":{"phase":"Pending"}}`
+				{"metadata":{"name":"kube-gpu-exporter-pending","namespace":"monitoring"},"spec":{"containers":[{"name":"exporter"}]},"status":{"phase":"Pending"}},
+				{"metadata":{"name":"kube-gpu-exporter-gone","namespace":"monitoring"},"spec":{"containers":[{"name":"exporter","ports":[{"name":"metrics","containerPort":9871}]}]},"status":{"phase":"Running"}}`
 		}
 		fmt.Fprintf(w, `{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[%s]}`, items)
 	case f.prometheus != "" && strings.HasPrefix(p, "/api/v1/namespaces/monitoring/services/prometheus-k8s:web/proxy/"):
 		forward(w, r, f.prometheus, strings.TrimPrefix(p, "/api/v1/namespaces/monitoring/services/prometheus-k8s:web/proxy"))
 	case f.exporter != "" && p == "/api/v1/namespaces/monitoring/pods/kube-gpu-exporter-7xk2p:9871/proxy/metrics":
 		forward(w, r, f.exporter, "/metrics")
+	case p == "/api/v1/namespaces/monitoring/pods/kube-gpu-exporter-gone:9871/proxy/metrics":
+		// As the API server answers for a pod whose node went away.
+		status(w, http.StatusServiceUnavailable, "ServiceUnavailable", "error trying to reach service: dial tcp 10.0.0.9:9871: connect: no route to host")
 	default:
 		status(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
 	}
@@ -275,6 +279,8 @@ scrape_configs:
 	t.Run("pod proxy", func(t *testing.T) {
 		// RBAC lets the user list pods but no service: no Prometheus is
 		// found, the exporter is scraped through its pod proxy.
+		// One exporter pod is on a node gone away: the others' numbers are
+		// printed, and a warning says what they lack.
 		fake := &fakeAPI{exporter: exp.Addr}
 		api := httptest.NewTLSServer(fake)
 		defer api.Close()
@@ -285,6 +291,10 @@ scrape_configs:
 				t.Fatalf("%v: exit %d: %s", v.args, code, errOut)
 			}
 			golden(t, v.golden, out)
+			if !strings.Contains(errOut, "warning: exporter pods labelled app.kubernetes.io/name=kube-gpu-exporter (through the API server's pod proxy) did not answer in full: GET "+api.URL+
+				"/api/v1/namespaces/monitoring/pods/kube-gpu-exporter-gone:9871/proxy/metrics: 503 Service Unavailable") {
+				t.Errorf("%v: no warning about the exporter that did not answer:\n%s", v.args, errOut)
+			}
 		}
 		scraped := false
 		for _, r := range fake.seen() {

@@ -185,4 +185,7 @@ func PodQueries(namespace string) []Query {
 type Results struct {
 	Vectors  map[string][]Sample
 	Recorded map[string][]Sample
+	// Missed lists what the source could not read while answering (an
+	// exporter pod that did not answer): the numbers lack its node.
+	Missed []string
 }

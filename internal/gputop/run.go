@@ -28,6 +28,9 @@ type Options struct {
 	// Output is "" (a table) or "json".
 	Output  string
 	Timeout time.Duration
+	// Warnings receives what the output lacks (exporters that did not
+	// answer); nil discards it.
+	Warnings io.Writer
 }
 
 // View is what to show.
@@ -63,7 +66,6 @@ func Run(ctx context.Context, view View, o Options, w io.Writer) error {
 		defer cancel()
 	}
 	var tr tried
-	var cluster *Cluster
 	cluster, clusterErr := LoadCluster(o.Kubeconfig, o.Context)
 
 	namespace := ""
@@ -118,6 +120,11 @@ func Run(ctx context.Context, view View, o Options, w io.Writer) error {
 				return tr.err()
 			}
 			continue
+		}
+		if o.Warnings != nil {
+			for _, m := range res.Missed {
+				fmt.Fprintf(o.Warnings, "warning: %s did not answer in full: %s\n", src, m)
+			}
 		}
 		return show(w, view, o, namespace == "", src.String(), res)
 	}

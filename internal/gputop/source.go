@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,6 +186,10 @@ func (s *Scrapes) Fetch(ctx context.Context, qs []Query) (Results, error) {
 	}
 	wg.Wait()
 	r := Results{Vectors: map[string][]Sample{}}
+	for _, err := range errs {
+		r.Missed = append(r.Missed, err.Error())
+	}
+	slices.Sort(r.Missed)
 	if ok == 0 {
 		if len(errs) > 0 {
 			return r, errors.Join(errs...)
