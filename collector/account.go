@@ -96,6 +96,7 @@ func (c *Collector) readKubelet(ctx context.Context) (*podresources.Snapshot, fl
 	// says nothing about the kubelet: no outage is logged.
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		c.log.set("kubelet-down", err != nil, "kubelet pod-resources unavailable; serving node-level metrics only", "err", err)
+		c.lastErr.note("kubelet", err, start)
 	}
 	return ks, dur, err
 }

@@ -113,6 +113,7 @@ type Collector struct {
 	self      selfDescs
 	log       *stateLog
 	unmatched *idLog
+	lastErr   lastErrors
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -273,6 +274,11 @@ func (c *Collector) Gather(ctx context.Context) (View, Health) {
 		h.KubeErr = err
 	}
 	in.NoAttribution = c.noAttribution(ctx, &in)
+	if h.NVMLErr != nil || h.KubeErr != nil {
+		now := c.cfg.Now()
+		c.lastErr.note("nvml", h.NVMLErr, now)
+		c.lastErr.note("kubernetes", h.KubeErr, now)
+	}
 
 	v := Join(in)
 	c.unmatched.update(v.Unmatched)

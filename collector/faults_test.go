@@ -137,6 +137,7 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 	}
 
 	srv.Stop()
+	var lastErr string
 	for i := 0; i < 3; i++ {
 		down := faultSeries(t, c)
 		if down[`kube_gpu_exporter_up{source=kubelet}`] != 0 || down[`kube_gpu_exporter_up{source=nvml}`] != 1 {
@@ -161,9 +162,11 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 		_, h := c.Gather(context.Background())
 		src := c.Sources(h)
 		if len(src) != 2 || src[0].Name != "nvml" || !src[0].Up || src[0].Err != "" ||
-			src[1].Name != "kubelet" || src[1].Up || src[1].Err == "" || src[1].Errors["unavailable"] < 1 {
+			src[1].Name != "kubelet" || src[1].Up || src[1].Err == "" || src[1].Errors["unavailable"] < 1 ||
+			src[1].LastErr != src[1].Err || src[1].LastErrAt.IsZero() || src[0].LastErr != "" {
 			t.Fatalf("kubelet down: sources %+v", src)
 		}
+		lastErr = src[1].LastErr
 		clk.Advance(2 * time.Second)
 		sampler.Poll()
 	}
@@ -178,6 +181,11 @@ func TestKubeletDownNodeMetricsFlow(t *testing.T) {
 		s := faultSeries(t, c)
 		if s[`kube_gpu_exporter_up{source=kubelet}`] == 1 && faultCount(s, "containerGpumemoryUsedBytes") == 3 {
 			t.Logf("container metrics back %v after the kubelet returned", time.Since(begin).Round(time.Millisecond))
+			// Up again, with the outage's error still told.
+			_, h := c.Gather(context.Background())
+			if src := c.Sources(h); !src[1].Up || src[1].Err != "" || src[1].LastErr != lastErr {
+				t.Errorf("kubelet back: sources %+v, want its last error %q kept", src, lastErr)
+			}
 			return
 		}
 		if time.Since(begin) > 5*time.Second {

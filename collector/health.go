@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -144,6 +145,10 @@ type SourceState struct {
 	// Errors counts the errors met reading the source since start, by
 	// reason (kube_gpu_exporter_errors_total).
 	Errors map[string]uint64
+	// LastErr is the latest error the source returned and LastErrAt when,
+	// also after it has recovered; empty if it never failed.
+	LastErr   string
+	LastErrAt time.Time
 }
 
 // Sources returns the state of every source in use, as the scrape that
@@ -162,5 +167,41 @@ func (c *Collector) Sources(h Health) []SourceState {
 	if h.HasKube {
 		out = append(out, SourceState{Name: "kubernetes", Up: h.KubeUp, Err: msg(h.KubeUp, h.KubeErr), Errors: c.specs.Errors()})
 	}
+	for i := range out {
+		out[i].LastErr, out[i].LastErrAt = c.lastErr.get(out[i].Name)
+	}
 	return out
+}
+
+// lastErrors keeps each source's latest error and when it came, so that
+// the status page can say what went wrong after the source has recovered.
+// Its keys are the fixed source names; a scrape with every source up does
+// not take its lock.
+type lastErrors struct {
+	mu sync.Mutex
+	m  map[string]lastError
+}
+
+type lastError struct {
+	msg string
+	at  time.Time
+}
+
+func (l *lastErrors) note(source string, err error, at time.Time) {
+	if err == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]lastError{}
+	}
+	l.m[source] = lastError{err.Error(), at}
+}
+
+func (l *lastErrors) get(source string) (string, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.m[source]
+	return e.msg, e.at
 }

@@ -46,8 +46,8 @@ func sampleNode() *fixed {
 	vw.PodRequests = []collector.PodResource{{Namespace: "ml", Pod: "train-0", Resource: "nvidia.com/gpu", Request: 1}}
 	return &fixed{v: vw, src: []collector.SourceState{
 		{Name: "nvml", Up: true},
-		{Name: "kubelet", Up: true, Errors: map[string]uint64{"unavailable": 2}},
-		{Name: "kubernetes", Err: "pods is forbidden: <b>no</b>"},
+		{Name: "kubelet", Up: true, Errors: map[string]uint64{"unavailable": 2}, LastErr: "rpc error: code = Unavailable", LastErrAt: now.Add(-5 * time.Minute)},
+		{Name: "kubernetes", Err: "pods is forbidden: <b>no</b>", LastErr: "pods is forbidden: <b>no</b>", LastErrAt: now},
 	}}
 }
 

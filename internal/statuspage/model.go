@@ -60,9 +60,10 @@ type Resource struct {
 	Name, Requested, Allocatable string
 }
 
-// SourceLine is one source's line.
+// SourceLine is one source's line: whether it is up, its latest error
+// (why it is down, or what it last failed with), and its errors by reason.
 type SourceLine struct {
-	Name, State, Class, Err, Errors string
+	Name, State, Class, LastErr, Errors string
 }
 
 const none = "—"
@@ -70,7 +71,7 @@ const none = "—"
 // Build turns one scrape's view and the sources' state into the page. It is
 // a pure function: the table tests drive it with literal views.
 func Build(v collector.View, sources []collector.SourceState, info Info) Page {
-	p := Page{Info: info, Rendered: info.Now.UTC().Format("2006-01-02 15:04:05 UTC")}
+	p := Page{Info: info, Rendered: stamp(info.Now)}
 	holders := map[string][]string{}
 	for _, u := range v.Usage {
 		holders[u.Device.UUID] = append(holders[u.Device.UUID], u.Namespace+"/"+u.Pod+"/"+u.Container)
@@ -137,9 +138,17 @@ func Build(v collector.View, sources []collector.SourceState, info Info) Page {
 	}
 
 	for _, s := range sources {
-		l := SourceLine{Name: s.Name, State: "up", Class: "ok", Err: s.Err}
+		l := SourceLine{Name: s.Name, State: "up", Class: "ok"}
 		if !s.Up {
 			l.State, l.Class = "down", "bad"
+		}
+		switch {
+		case s.LastErr != "" && !s.LastErrAt.IsZero():
+			l.LastErr = s.LastErr + " (" + stamp(s.LastErrAt) + ")"
+		case s.LastErr != "":
+			l.LastErr = s.LastErr
+		default:
+			l.LastErr = s.Err
 		}
 		var errs []string
 		for _, reason := range slices.Sorted(maps.Keys(s.Errors)) {
@@ -207,10 +216,12 @@ func xids(d *nvml.Reading) string {
 	}
 	s := strings.Join(parts, ", ")
 	if !d.LastXid.IsZero() {
-		s += "; last " + d.LastXid.UTC().Format("2006-01-02 15:04:05 UTC")
+		s += "; last " + stamp(d.LastXid)
 	}
 	return s
 }
+
+func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") }
 
 func percent(v float64) string { return fmt.Sprintf("%.0f %%", v) }
 

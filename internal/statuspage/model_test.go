@@ -154,6 +154,7 @@ func TestBuildResourcesAndSources(t *testing.T) {
 	sources := []collector.SourceState{
 		{Name: "nvml", Up: true},
 		{Name: "kubelet", Err: errors.New("rpc error: code = Unavailable").Error(), Errors: map[string]uint64{"unavailable": 3, "deadline": 1, "watch": 0}},
+		{Name: "kubernetes", Up: true, LastErr: "watch pods: 410 Gone", LastErrAt: now.Add(-time.Hour)},
 	}
 	p := Build(vw, sources, Info{Now: now})
 	wantRes := []Resource{{Name: "nvidia.com/gpu", Requested: "5", Allocatable: "8"}, {Name: "nvidia.com/mig-1g.10gb", Requested: "0", Allocatable: none}}
@@ -162,7 +163,8 @@ func TestBuildResourcesAndSources(t *testing.T) {
 	}
 	wantSrc := []SourceLine{
 		{Name: "nvml", State: "up", Class: "ok"},
-		{Name: "kubelet", State: "down", Class: "bad", Err: "rpc error: code = Unavailable", Errors: "deadline 1, unavailable 3"},
+		{Name: "kubelet", State: "down", Class: "bad", LastErr: "rpc error: code = Unavailable", Errors: "deadline 1, unavailable 3"},
+		{Name: "kubernetes", State: "up", Class: "ok", LastErr: "watch pods: 410 Gone (2026-12-02 12:00:00 UTC)"},
 	}
 	if !reflect.DeepEqual(p.Sources, wantSrc) {
 		t.Errorf("sources = %+v, want %+v", p.Sources, wantSrc)
