@@ -100,9 +100,22 @@ func WritePods(w io.Writer, rows []PodRow, allNamespaces bool) error {
 			h += " (" + r.Reason + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Pod, r.Node, len(r.GPUs),
-			num(r.DutyCycle, "%.0f%%", 1), num(r.MemoryUsed, "%.1f", 1<<30), num(r.Power, "%.0f", 1), h)
+			num(r.DutyCycle, "%.0f%%", 1), num(r.MemoryUsed, "%.1f", 1<<30), podPower(r), h)
 	}
 	return tw.Flush()
+}
+
+// podPower is the power of the GPUs a pod holds alone: "shared" when it
+// holds none alone, a "*" when it also holds shared ones, whose draw is
+// not the pod's.
+func podPower(r PodRow) string {
+	switch {
+	case r.Power == nil && r.PowerPartial:
+		return "shared"
+	case r.PowerPartial:
+		return num(r.Power, "%.0f", 1) + "*"
+	}
+	return num(r.Power, "%.0f", 1)
 }
 
 // Report is the --output json document.

@@ -131,21 +131,24 @@ func TestPods(t *testing.T) {
 		t.Fatalf("%d rows: %+v", len(got), got)
 	}
 	p := got[0]
-	// Two containers on GPU-0 are one GPU of the pod, its numbers not doubled.
+	// Two containers on GPU-0 are one GPU of the pod, its numbers not
+	// doubled. GPU-1, which p shares with q, gives neither its power: a
+	// shared GPU's draw is never copied onto each sharer.
 	if p.Pod != "p" || len(p.GPUs) != 2 || !reflect.DeepEqual(p.GPUs[0].Containers, []string{"main", "side"}) ||
-		*p.MemoryUsed != 15 || *p.DutyCycle != 60 || *p.Power != 400 || p.Health != "degraded" || p.Reason != "thermal_slowdown" || p.Requested != 2 {
+		*p.MemoryUsed != 15 || *p.DutyCycle != 60 || *p.Power != 300 || !p.PowerPartial || p.GPUs[1].Power != nil ||
+		p.Health != "degraded" || p.Reason != "thermal_slowdown" || p.Requested != 2 {
 		t.Errorf("pod p: %+v", p)
 	}
-	if q := got[1]; q.Pod != "q" || q.DutyCycle != nil || *q.MemoryUsed != 3 || q.Health != "" {
-		t.Errorf("pod q (no duty cycle, no health): %+v", q)
+	if q := got[1]; q.Pod != "q" || q.DutyCycle != nil || *q.MemoryUsed != 3 || q.Health != "" || q.Power != nil || !q.PowerPartial {
+		t.Errorf("pod q (no duty cycle, no health, only a shared GPU): %+v", q)
 	}
 	var out bytes.Buffer
 	if err := WritePods(&out, got, true); err != nil {
 		t.Fatal(err)
 	}
 	wantTable := `CLUSTER   NAMESPACE   NAME   NODE   GPUS   DUTY%   MEMORY(GiB)   POWER(W)   HEALTH
-eu        a           p      n1     2      60%     0.0           400        degraded (thermal_slowdown)
-eu        a           q      n1     1      -       0.0           100        -
+eu        a           p      n1     2      60%     0.0           300*       degraded (thermal_slowdown)
+eu        a           q      n1     1      -       0.0           shared     -
 `
 	if out.String() != wantTable {
 		t.Errorf("table:\n%s\nwant:\n%s", out.String(), wantTable)

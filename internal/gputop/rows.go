@@ -47,10 +47,14 @@ type PodRow struct {
 	Requested  float64  `json:"requested"`
 	DutyCycle  *float64 `json:"duty_cycle_percent"`
 	MemoryUsed *float64 `json:"memory_used_bytes"`
-	// Power is the draw of the pod's GPUs, a GPU it shares counted whole.
-	Power  *float64 `json:"power_watts"`
-	Health string   `json:"health"`
-	Reason string   `json:"health_reason,omitempty"`
+	// Power is the draw of the GPUs the pod holds alone. A GPU it shares
+	// (time-slicing, MPS, another pod's MIG instance beside its own) has no
+	// power of the pod's: a shared GPU's draw is never copied onto each
+	// sharer. PowerPartial says some of its GPUs were left out.
+	Power        *float64 `json:"power_watts"`
+	PowerPartial bool     `json:"power_partial,omitempty"`
+	Health       string   `json:"health"`
+	Reason       string   `json:"health_reason,omitempty"`
 }
 
 // PodGPU is one device a pod holds, with its containers' readings.
@@ -255,15 +259,26 @@ func Pods(r Results) []PodRow {
 	for _, s := range r.Vectors[qPower] {
 		power[devKey(s)] = s.Value
 	}
+	// How many pods hold each device: power is a whole GPU's, so only a
+	// GPU one pod holds alone gives that pod its power.
+	holders := map[deviceKey]int{}
+	for k, devs := range gpus {
+		for id := range devs {
+			holders[deviceKey{k.cluster, k.node, id}]++
+		}
+	}
 	out := make([]PodRow, 0, len(rows))
 	for k, p := range rows {
 		var duty float64
 		n := 0
 		for _, id := range sortedKeys(gpus[k]) {
 			g := gpus[k][id]
-			if w, ok := power[deviceKey{k.cluster, k.node, id}]; ok {
+			dk := deviceKey{k.cluster, k.node, id}
+			if w, ok := power[dk]; ok && holders[dk] == 1 {
 				g.Power = ptr(w)
 				add(&p.Power, w)
+			} else {
+				p.PowerPartial = true
 			}
 			if g.DutyCycle != nil {
 				duty += *g.DutyCycle
