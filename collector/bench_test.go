@@ -305,3 +305,29 @@ func BenchmarkKubeletFetchUncached(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkScrapeExceptionsOnly times one scrape of the 8-GPU whole-GPU
+// case with every support flag and clock event reason served (full) and
+// with only their exceptions (--metrics.exceptions-only).
+func BenchmarkScrapeExceptionsOnly(b *testing.B) {
+	n, _ := startCase(b, benchnode.Cases()[0], time.Hour, nil)
+	for _, sparse := range []bool{false, true} {
+		coll := collector.New(collector.Config{NodeName: "gpu-node-01", NVMLStaleAfter: time.Hour,
+			Telemetry: true, Health: true, Events: true, Profiling: true, Chargeback: true, ExceptionsOnly: sparse}, n.Sampler, n.Kubelet, nil)
+		name := map[bool]string{false: "full", true: "exceptions-only"}[sparse]
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			var buf bytes.Buffer
+			series := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if series, err = scrape(ctx, coll.WithContext(ctx), &buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(series), "series")
+			b.ReportMetric(float64(buf.Len()), "bytes")
+		})
+	}
+}

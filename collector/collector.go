@@ -79,6 +79,11 @@ type Config struct {
 	// Chargeback switches the per-container energy and GPU-seconds
 	// counters on (--collector.chargeback).
 	Chargeback bool
+	// ExceptionsOnly serves the per-device state families that are
+	// constant on a healthy node (exceptionValues) only where they say
+	// something: an unsupported family, an active clock event reason
+	// (--metrics.exceptions-only).
+	ExceptionsOnly bool
 	// XidRetention is how long a container's Xid, energy and GPU-seconds
 	// series outlive it; 0 means 1h.
 	XidRetention time.Duration
@@ -150,6 +155,9 @@ func New(cfg Config, nv NVMLSource, kubelet KubeletSource, specs SpecSource) *Co
 	}
 	if cfg.Telemetry || cfg.Health || cfg.Events || cfg.Profiling {
 		devFams = append(devFams, supportFamilies...)
+	}
+	if cfg.ExceptionsOnly {
+		devFams = onlyExceptions(devFams)
 	}
 	useFams := usageFamilies
 	if cfg.Profiling {

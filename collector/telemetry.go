@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,4 +221,36 @@ func xidLabel(code uint64) string {
 		return "other"
 	}
 	return strconv.FormatUint(code, 10)
+}
+
+// exceptionValues are the per-device families whose usual value carries
+// no information on a healthy node, by the value they are served with under
+// Config.ExceptionsOnly: 18 support flags that stay 1 for the node's life
+// and 9 clock event reasons that are mostly 0 make 27 of a GPU's series.
+// Queries that compare them with that value (== 0, == 1) answer the same
+// either way.
+var exceptionValues = map[string]float64{
+	Prefix + "_family_supported":   0,
+	Prefix + "_clock_event_active": 1,
+}
+
+// onlyExceptions returns fams with each family of exceptionValues emitting
+// only its samples of that value.
+func onlyExceptions(fams []Family[nvml.Reading]) []Family[nvml.Reading] {
+	out := slices.Clone(fams)
+	for i, f := range out {
+		want, ok := exceptionValues[f.Name]
+		if !ok {
+			continue
+		}
+		each := f.Each
+		out[i].Each = func(d *nvml.Reading, emit func(float64, ...string)) {
+			each(d, func(v float64, lv ...string) {
+				if v == want {
+					emit(v, lv...)
+				}
+			})
+		}
+	}
+	return out
 }

@@ -331,3 +331,81 @@ func TestRecoveryActionNames(t *testing.T) {
 		}
 	}
 }
+
+// Under ExceptionsOnly the support flags are served only where a family is
+// not served and the clock event reasons only while active; every other
+// family is untouched, and the series kept are those of the full table.
+func TestExceptionsOnly(t *testing.T) {
+	srv := dgxh100.New()
+	srv.Devices = srv.Devices[:2]
+	for i, d := range srv.Devices {
+		dev := d.(*server.Device)
+		dev.UUID = "GPU-" + string(rune('a'+i))
+		dev.GetMemoryInfo_v2Func = func() (gonvml.Memory_v2, gonvml.Return) { return gonvml.Memory_v2{Total: 80 << 30}, gonvml.SUCCESS }
+		p := nvmltest.Profile{TempGPU: nvmltest.U32(40), ClockEvents: nvmltest.U64(0)}
+		if i == 1 {
+			p = nvmltest.Profile{PowerMilliwatts: nvmltest.U32(512_000), TempGPU: nvmltest.U32(88),
+				ClockEvents: nvmltest.U64(gonvml.ClocksThrottleReasonHwThermalSlowdown | gonvml.ClocksThrottleReasonSwPowerCap)}
+		}
+		nvmltest.Apply(&dev.Device, p)
+	}
+	s := nvml.NewSampler(srv, nvml.Config{Window: time.Minute, Telemetry: true, Health: true})
+	s.Poll()
+	cfg := Config{NodeName: "n", Telemetry: true, Health: true}
+	full := New(cfg, s, nil, nil)
+	cfg.ExceptionsOnly = true
+	sparse := New(cfg, s, nil, nil)
+
+	for name, want := range exceptionValues {
+		all := samples(t, full, name)
+		kept := samples(t, sparse, name)
+		if len(all) == 0 || len(kept) == 0 || len(kept) == len(all) {
+			t.Fatalf("%s: %d series in full, %d exceptions: the case must have both kinds", name, len(all), len(kept))
+		}
+		n := 0
+		for series, v := range all {
+			if v == want {
+				n++
+				if kv, ok := kept[series]; !ok || kv != v {
+					t.Errorf("%s: exception %s = %v missing or changed (%v)", name, series, v, kv)
+				}
+			}
+		}
+		if n != len(kept) {
+			t.Errorf("%s: %d exceptions served, full table has %d", name, len(kept), n)
+		}
+	}
+	if v, ok := sampleOf(t, sparse, "kube_gpu_clock_event_active", map[string]string{"gpu_id": "GPU-b", "reason": "hw_thermal_slowdown"}); !ok || v != 1 {
+		t.Errorf("active hw_thermal_slowdown = %v (present %v), want 1", v, ok)
+	}
+	if v, ok := sampleOf(t, sparse, "kube_gpu_family_supported", map[string]string{"gpu_id": "GPU-a", "family": "power"}); !ok || v != 0 {
+		t.Errorf("family_supported{power} on a GPU without power = %v (present %v), want 0", v, ok)
+	}
+	if a, b := testutil.CollectAndCount(full, "kube_gpu_temperature_celsius"), testutil.CollectAndCount(sparse, "kube_gpu_temperature_celsius"); a != b || a == 0 {
+		t.Errorf("temperature series %d full, %d sparse: other families must not change", a, b)
+	}
+}
+
+// samples gathers c's series of name by their labels.
+func samples(t *testing.T, c prometheus.Collector, name string) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				var key strings.Builder
+				for _, lp := range m.GetLabel() {
+					key.WriteString(lp.GetName() + "=" + lp.GetValue() + ",")
+				}
+				out[key.String()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
+}

@@ -61,6 +61,7 @@ type Options struct {
 	perProcess     bool
 	// The collector switches, --[no-]collector.<group>.
 	collectTelemetry, collectHealth, collectEvents, collectProfiling, collectChargeback bool
+	exceptionsOnly                                                                      bool
 	procfs                                                                              string
 	draEnabled                                                                          bool
 	draDrivers                                                                          []string
@@ -97,6 +98,7 @@ func AddFlags(app *kingpin.Application) *Options {
 	app.Flag("collector.events", "Count each GPU's Xid events (an NVML event set waited on by its own goroutine), per GPU and per container holding it.").Default("true").BoolVar(&o.collectEvents)
 	app.Flag("collector.profiling", "Read GPM metrics (SM activity and occupancy, tensor, DRAM, FP16/32/64, PCIe, NVLink) on Hopper and newer GPUs and MIG instances, unprivileged; split per container by its share of the GPU.").Default("true").BoolVar(&o.collectProfiling)
 	app.Flag("collector.chargeback", "Serve per-container energy and allocated/used GPU-seconds counters, a shared GPU's energy split by each holder's share (docs/metrics.md).").Default("true").BoolVar(&o.collectChargeback)
+	app.Flag("metrics.exceptions-only", "Serve kube_gpu_family_supported only for the families a GPU does not serve (value 0) and kube_gpu_clock_event_active only for the active reasons (value 1): 216 fewer series on an 8-GPU node where everything is supported and no clock is held down. Queries comparing them with == 0 and == 1 keep working; an absent series then means supported, or not active (docs/scale.md).").Default("false").BoolVar(&o.exceptionsOnly)
 	app.Flag("path.procfs", "Where the host's procfs is mounted; GPU processes' cgroups are read there to find their container.").Default("/proc").StringVar(&o.procfs)
 	app.Flag("dra.enabled", "Report GPUs allocated through Dynamic Resource Allocation claims: read claims from the kubelet and this node's ResourceSlices (resource.k8s.io/v1; needs list and watch on resourceslices).").Default("false").BoolVar(&o.draEnabled)
 	app.Flag("dra.driver", "DRA driver whose devices are GPUs; repeatable.").Default(resource.DefaultDRADrivers()...).StringsVar(&o.draDrivers)

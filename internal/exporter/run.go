@@ -115,7 +115,7 @@ func Run(ctx context.Context, o *Options, src Sources, logger *slog.Logger) erro
 		NVMLStaleAfter: 3*o.pollInterval + 10*time.Second,
 		PerProcess:     o.perProcess, Owners: owners,
 		Telemetry: o.collectTelemetry, Health: o.collectHealth, Events: o.collectEvents, Profiling: o.collectProfiling,
-		Chargeback: o.collectChargeback,
+		Chargeback: o.collectChargeback, ExceptionsOnly: o.exceptionsOnly,
 	}, sampler, kubelet, specs)
 
 	// Energy, GPU-seconds and Xid events are accounted at the sampler's
