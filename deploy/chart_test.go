@@ -317,9 +317,10 @@ func TestHelmTemplateAllFeatures(t *testing.T) {
 func TestHelmPrometheusRulePassesPromtool(t *testing.T) {
 	promtool := tooltest.Require(t, "promtool")
 	pr := only[*prometheusRule](t, helmTemplate(t, "--set", "prometheusRule.enabled=true"))
-	// Recording rules, chargeback rules, GPU alerts, GPU health alerts, exporter alerts.
-	if len(pr.Spec.Groups) != 5 {
-		t.Errorf("groups = %d, want 5", len(pr.Spec.Groups))
+	// Recording rules, workload roll-ups, chargeback rules, GPU alerts, GPU
+	// health alerts, exporter alerts.
+	if len(pr.Spec.Groups) != 6 {
+		t.Errorf("groups = %d, want 6", len(pr.Spec.Groups))
 	}
 	f := filepath.Join(t.TempDir(), "rules.yaml")
 	writeYAML(t, f, pr.Spec)
