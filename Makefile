@@ -22,7 +22,7 @@ export CGO_ENABLED := 1
 export CGO_CFLAGS  := $(shell scripts/build-flags.sh cgo-cflags)
 export PATH        := $(TOOLS):$(PATH)
 
-.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once soak dashboards screenshot clean
+.PHONY: all build run test test-race test-unit test-gpu deps lint lint-deps fuzz bench bench-once bench-scale soak dashboards screenshot clean
 
 all: lint test build
 
@@ -97,6 +97,15 @@ fuzz:
 # time, printed as one table (docs/performance.md).
 bench:
 	scripts/bench.sh
+
+# What a fleet costs (docs/scale.md): a real Prometheus scraping SCALE_NODES
+# simulated nodes (scripts/scale-prometheus.sh), then a real kube-apiserver
+# serving SCALE_WATCH_NODES nodes' kubelet and exporter watches while pods
+# churn. Minutes, and the numbers are this machine's: not part of `make test`.
+SCALE_WATCH_NODES ?= 200
+bench-scale:
+	scripts/scale-prometheus.sh
+	SCALE_WATCH_NODES=$(SCALE_WATCH_NODES) $(GO) test ./test/scale -run '^$$' -bench APIServerWatches -benchtime=1x -timeout 30m
 
 # CI only checks that the benchmarks compile and run once; timings on shared
 # machines mean nothing.

@@ -59,11 +59,11 @@ type Cluster struct {
 
 // tools returns the paths of etcd and kube-apiserver: those scripts/kube-tools.sh
 // built (it links them into .tools/bin), else PATH's.
-func tools(t *testing.T) (etcd, apiserver string) {
+func tools(t testing.TB) (etcd, apiserver string) {
 	return tooltest.Require(t, "etcd"), tooltest.Require(t, "kube-apiserver")
 }
 
-func WritePEM(t *testing.T, path, typ string, der []byte) {
+func WritePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func WritePEM(t *testing.T, path, typ string, der []byte) {
 
 // issue writes a key and a certificate signed by ca (self-signed when ca is
 // nil) and returns them.
-func Issue(t *testing.T, dir, name string, tmpl *x509.Certificate, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+func Issue(t testing.TB, dir, name string, tmpl *x509.Certificate, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -116,7 +116,7 @@ rules:
 
 // Start starts etcd and kube-apiserver, with extra flags for the latter;
 // both are stopped when the test ends.
-func Start(t *testing.T, extra ...string) *Cluster {
+func Start(t testing.TB, extra ...string) *Cluster {
 	t.Helper()
 	etcdBin, apiBin := tools(t)
 	dir := t.TempDir()
@@ -208,7 +208,7 @@ func Stop(cmd *exec.Cmd, sig syscall.Signal) {
 }
 
 // startAPIServer starts kube-apiserver and waits until it is ready.
-func (c *Cluster) StartAPIServer(t *testing.T) {
+func (c *Cluster) StartAPIServer(t testing.TB) {
 	t.Helper()
 	out, err := os.OpenFile(filepath.Join(c.Dir, "apiserver.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -226,6 +226,17 @@ func (c *Cluster) StartAPIServer(t *testing.T) {
 		log, _ := os.ReadFile(filepath.Join(c.Dir, "apiserver.log"))
 		t.Fatalf("kube-apiserver: %v\n%s", err, Tail(string(log), 4000))
 	}
+}
+
+// APIServerPID is the running kube-apiserver's process ID, for reading
+// what it costs from /proc; 0 when none runs.
+func (c *Cluster) APIServerPID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
 }
 
 // stopAPIServer stops kube-apiserver with sig: SIGKILL is a crash, which
@@ -266,7 +277,7 @@ func (c *Cluster) waitReady(timeout time.Duration) error {
 
 // kubeconfig writes a kubeconfig with token for this cluster (or addr, when
 // not empty) and returns its path.
-func (c *Cluster) Kubeconfig(t *testing.T, name, token, addr string) string {
+func (c *Cluster) Kubeconfig(t testing.TB, name, token, addr string) string {
 	t.Helper()
 	if addr == "" {
 		addr = c.Addr
@@ -298,7 +309,7 @@ type AuditEvent struct {
 	} `json:"objectRef"`
 }
 
-func (c *Cluster) Audit(t *testing.T) []AuditEvent {
+func (c *Cluster) Audit(t testing.TB) []AuditEvent {
 	t.Helper()
 	f, err := os.Open(filepath.Join(c.Dir, "audit.log"))
 	if err != nil {
@@ -326,7 +337,7 @@ func Tail(s string, n int) string {
 
 // Token mints an hour's token for ServiceAccount sa of namespace ns,
 // creating the ServiceAccount first when create is set.
-func (c *Cluster) Token(t *testing.T, ns, sa string, create bool) string {
+func (c *Cluster) Token(t testing.TB, ns, sa string, create bool) string {
 	t.Helper()
 	ctx := context.Background()
 	if create {
@@ -347,7 +358,7 @@ func (c *Cluster) Token(t *testing.T, ns, sa string, create bool) string {
 // AdminKubeconfig writes a kubeconfig with the system:masters client
 // certificate, for the control-plane components and the kubelet, and
 // returns its path.
-func (c *Cluster) AdminKubeconfig(t *testing.T) string {
+func (c *Cluster) AdminKubeconfig(t testing.TB) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
