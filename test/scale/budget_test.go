@@ -80,16 +80,16 @@ func checkBudget(t *testing.T, nodes []counted) {
 		t.Fatal(err)
 	}
 	for _, c := range nodes {
-		max, ok := budget[c.name]
+		limit, ok := budget[c.name]
 		switch {
 		case !ok:
 			t.Errorf("%s has no budget in %s; add one (go test ./test/scale -run TestSeries -update)", c.name, budgetFile)
-		case c.series > max:
+		case c.series > limit:
 			t.Errorf("%s serves %d series, over its budget of %d in %s: %s. If the new series are meant, "+
 				"raise the budget on purpose (go test ./test/scale -run TestSeries -update rewrites it and docs/scale.md) and say in the commit why they are worth it",
-				c.name, c.series, max, filepath.Join("test/scale", budgetFile), growth(c))
-		case c.series < max:
-			t.Logf("%s serves %d series, %d under its budget: lower it with -update", c.name, c.series, max-c.series)
+				c.name, c.series, limit, filepath.Join("test/scale", budgetFile), growth(c))
+		case c.series < limit:
+			t.Logf("%s serves %d series, %d under its budget: lower it with -update", c.name, c.series, limit-c.series)
 		}
 	}
 }
