@@ -47,7 +47,7 @@ import (
 func BenchmarkAPIServerWatches(b *testing.B) {
 	nodes := envInt(b, "SCALE_WATCH_NODES", 10)
 	rate := envInt(b, "SCALE_CHURN_RATE", 20)
-	churnFor := envDuration(b, "SCALE_CHURN", 5*time.Second)
+	churnFor := envDuration(b, "SCALE_CHURN", 3*time.Second)
 	life := envDuration(b, "SCALE_POD_LIFE", 3*time.Second)
 
 	// No controller manager creates the namespace's default ServiceAccount.
