@@ -103,9 +103,10 @@ bench:
 # serving SCALE_WATCH_NODES nodes' kubelet and exporter watches while pods
 # churn. Minutes, and the numbers are this machine's: not part of `make test`.
 SCALE_WATCH_NODES ?= 200
+SCALE_CHURN       ?= 20s
 bench-scale:
 	scripts/scale-prometheus.sh
-	SCALE_WATCH_NODES=$(SCALE_WATCH_NODES) $(GO) test ./test/scale -run '^$$' -bench APIServerWatches -benchtime=1x -timeout 30m
+	SCALE_WATCH_NODES=$(SCALE_WATCH_NODES) SCALE_CHURN=$(SCALE_CHURN) $(GO) test ./test/scale -run '^$$' -bench APIServerWatches -benchtime=1x -timeout 30m
 
 # CI only checks that the benchmarks compile and run once; timings on shared
 # machines mean nothing.
