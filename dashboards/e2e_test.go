@@ -101,7 +101,7 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 		}
 		ruleFiles = append(ruleFiles, dst)
 	}
-	ruleFiles = append(ruleFiles, costRuleFile(t, tmp), ownerRuleFile(t, tmp))
+	ruleFiles = append(ruleFiles, costRuleFile(t, tmp))
 	config := fmt.Sprintf(`global:
   scrape_interval: 1s
   scrape_timeout: 1s
