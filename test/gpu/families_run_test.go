@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/csv"
 	"fmt"
 	"math"
 	"os"
@@ -239,15 +238,9 @@ type app struct {
 }
 
 func computeApps(smi func(...string) *exec.Cmd, uuid string) ([]app, error) {
-	out, err := runSMI(smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory", "--format=csv,noheader,nounits"))
+	recs, _, err := runCSV(smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory", "--format=csv,noheader,nounits"))
 	if err != nil {
 		return nil, err
-	}
-	r := csv.NewReader(strings.NewReader(out))
-	r.TrimLeadingSpace = true
-	recs, err := r.ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("nvidia-smi compute apps %q: %w", out, err)
 	}
 	var apps []app
 	for _, rec := range recs {

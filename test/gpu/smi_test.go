@@ -24,18 +24,26 @@ func runSMI(cmd *exec.Cmd) (string, error) {
 	return string(out), nil
 }
 
-// queryCSV runs an nvidia-smi query with --format=csv,noheader,nounits for
-// GPU 0 and returns its one row.
-func queryCSV(smi func(...string) *exec.Cmd, fields ...string) ([]string, error) {
-	out, err := runSMI(smi("--query-gpu="+strings.Join(fields, ","), "--format=csv,noheader,nounits", "-i", "0"))
-	if err != nil {
-		return nil, err
+// runCSV runs an nvidia-smi query printed as CSV and returns its rows and
+// the text they were read from.
+func runCSV(cmd *exec.Cmd) (recs [][]string, out string, err error) {
+	if out, err = runSMI(cmd); err != nil {
+		return nil, "", err
 	}
 	r := csv.NewReader(strings.NewReader(out))
 	r.TrimLeadingSpace = true
-	recs, err := r.ReadAll()
+	if recs, err = r.ReadAll(); err != nil {
+		return nil, out, fmt.Errorf("nvidia-smi output %q: %w", out, err)
+	}
+	return recs, out, nil
+}
+
+// queryCSV runs an nvidia-smi query with --format=csv,noheader,nounits for
+// GPU 0 and returns its one row.
+func queryCSV(smi func(...string) *exec.Cmd, fields ...string) ([]string, error) {
+	recs, out, err := runCSV(smi("--query-gpu="+strings.Join(fields, ","), "--format=csv,noheader,nounits", "-i", "0"))
 	if err != nil {
-		return nil, fmt.Errorf("nvidia-smi output %q: %w", out, err)
+		return nil, err
 	}
 	if len(recs) != 1 || len(recs[0]) != len(fields) {
 		return nil, fmt.Errorf("nvidia-smi output %q: want one row of %d fields", out, len(fields))
