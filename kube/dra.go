@@ -34,6 +34,25 @@ const uuidAttribute = "uuid"
 // counts: while a driver republishes a pool, slices of the old generation
 // may still be listed and must not be counted twice.
 func ResourceSliceDevices(list []*resourcev1.ResourceSlice, drivers []string) (map[DRADevice]string, []DRADriver) {
+	uuids := map[DRADevice]string{}
+	counts := map[string]int{}
+	eachCurrentDevice(list, drivers, func(dev DRADevice, d *resourcev1.Device) {
+		counts[dev.Driver]++
+		if u := deviceUUID(dev.Driver, d.Attributes); u != "" {
+			uuids[dev] = u
+		}
+	})
+	out := make([]DRADriver, 0, len(counts))
+	for driver, n := range counts {
+		out = append(out, DRADriver{Driver: driver, Devices: n})
+	}
+	slices.SortFunc(out, func(a, b DRADriver) int { return cmp.Compare(a.Driver, b.Driver) })
+	return uuids, out
+}
+
+// eachCurrentDevice calls fn once for every device of the given drivers'
+// slices, in the newest generation of each pool only.
+func eachCurrentDevice(list []*resourcev1.ResourceSlice, drivers []string, fn func(DRADevice, *resourcev1.Device)) {
 	type poolKey struct{ driver, pool string }
 	newest := map[poolKey]int64{}
 	for _, s := range list {
@@ -45,32 +64,21 @@ func ResourceSliceDevices(list []*resourcev1.ResourceSlice, drivers []string) (m
 			newest[k] = s.Spec.Pool.Generation
 		}
 	}
-	uuids := map[DRADevice]string{}
-	counts := map[string]int{}
 	seen := map[DRADevice]bool{}
 	for _, s := range list {
-		k := poolKey{s.Spec.Driver, s.Spec.Pool.Name}
-		if g, ok := newest[k]; !ok || s.Spec.Pool.Generation != g {
+		if g, ok := newest[poolKey{s.Spec.Driver, s.Spec.Pool.Name}]; !ok || s.Spec.Pool.Generation != g {
 			continue
 		}
-		for _, d := range s.Spec.Devices {
+		for i := range s.Spec.Devices {
+			d := &s.Spec.Devices[i]
 			dev := DRADevice{Driver: s.Spec.Driver, Pool: s.Spec.Pool.Name, Device: d.Name}
 			if seen[dev] {
 				continue
 			}
 			seen[dev] = true
-			counts[dev.Driver]++
-			if u := deviceUUID(s.Spec.Driver, d.Attributes); u != "" {
-				uuids[dev] = u
-			}
+			fn(dev, d)
 		}
 	}
-	out := make([]DRADriver, 0, len(counts))
-	for driver, n := range counts {
-		out = append(out, DRADriver{Driver: driver, Devices: n})
-	}
-	slices.SortFunc(out, func(a, b DRADriver) int { return cmp.Compare(a.Driver, b.Driver) })
-	return uuids, out
 }
 
 func deviceUUID(driver string, attrs map[resourcev1.QualifiedName]resourcev1.DeviceAttribute) string {

@@ -27,41 +27,19 @@ type DRADeviceTaint struct {
 // field left out matches any). Rules are matched on these three fields
 // only, as the v1 API defines them. Sorted by device, rule, key.
 func DeviceTaints(list []*resourcev1.ResourceSlice, rules []*resourcev1.DeviceTaintRule, drivers []string) []DRADeviceTaint {
-	type poolKey struct{ driver, pool string }
-	newest := map[poolKey]int64{}
-	for _, s := range list {
-		if !slices.Contains(drivers, s.Spec.Driver) {
-			continue
-		}
-		k := poolKey{s.Spec.Driver, s.Spec.Pool.Name}
-		if g, ok := newest[k]; !ok || s.Spec.Pool.Generation > g {
-			newest[k] = s.Spec.Pool.Generation
-		}
-	}
 	var out []DRADeviceTaint
-	seen := map[DRADevice]bool{}
-	for _, s := range list {
-		if g, ok := newest[poolKey{s.Spec.Driver, s.Spec.Pool.Name}]; !ok || s.Spec.Pool.Generation != g {
-			continue
+	eachCurrentDevice(list, drivers, func(dev DRADevice, d *resourcev1.Device) {
+		uuid := deviceUUID(dev.Driver, d.Attributes)
+		for _, t := range d.Taints {
+			out = append(out, DRADeviceTaint{DRADevice: dev, UUID: uuid, Key: t.Key, Value: t.Value, Effect: string(t.Effect)})
 		}
-		for _, d := range s.Spec.Devices {
-			dev := DRADevice{Driver: s.Spec.Driver, Pool: s.Spec.Pool.Name, Device: d.Name}
-			if seen[dev] {
-				continue
-			}
-			seen[dev] = true
-			uuid := deviceUUID(s.Spec.Driver, d.Attributes)
-			for _, t := range d.Taints {
-				out = append(out, DRADeviceTaint{DRADevice: dev, UUID: uuid, Key: t.Key, Value: t.Value, Effect: string(t.Effect)})
-			}
-			for _, r := range rules {
-				if selects(r.Spec.DeviceSelector, dev) {
-					t := r.Spec.Taint
-					out = append(out, DRADeviceTaint{DRADevice: dev, UUID: uuid, Key: t.Key, Value: t.Value, Effect: string(t.Effect), Rule: r.Name})
-				}
+		for _, r := range rules {
+			if selects(r.Spec.DeviceSelector, dev) {
+				t := r.Spec.Taint
+				out = append(out, DRADeviceTaint{DRADevice: dev, UUID: uuid, Key: t.Key, Value: t.Value, Effect: string(t.Effect), Rule: r.Name})
 			}
 		}
-	}
+	})
 	slices.SortFunc(out, func(a, b DRADeviceTaint) int {
 		return cmp.Or(cmp.Compare(a.Driver, b.Driver), cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Device, b.Device),
 			cmp.Compare(a.Rule, b.Rule), cmp.Compare(a.Key, b.Key), cmp.Compare(a.Effect, b.Effect), cmp.Compare(a.Value, b.Value))
