@@ -67,14 +67,15 @@ func (c *Collector) Account(ctx context.Context) {
 			in.Kubelet = ks
 		}
 	}
-	if c.specs != nil {
-		in.Specs, _ = c.specs.Read(ctx)
-	}
-	in.NoAttribution = c.noAttribution(ctx, &in)
-	v := Join(in)
-	if in.Kubelet != nil {
-		// Without the kubelet nobody is known to hold anything: the step
-		// is skipped rather than billing the GPUs to nobody.
+	// Without the kubelet nobody is known to hold anything: the ledgers
+	// skip the step rather than bill the GPUs to nobody. With neither
+	// ledger on, the step only refreshes the kubelet's answer.
+	if in.Kubelet != nil && (c.cfg.Events || c.cfg.Chargeback) {
+		if c.specs != nil {
+			in.Specs, _ = c.specs.Read(ctx)
+		}
+		in.NoAttribution = c.noAttribution(ctx, &in)
+		v := Join(in)
 		if c.cfg.Events {
 			c.xids.update(&v, snap.Taken)
 		}
